@@ -1,0 +1,43 @@
+//! Per-worker pool of I/O buffers, so idle connections pin only a small one.
+//!
+//! tokio-uring has no provided-buffer rings: every pending read owns its
+//! buffer. A connection waiting for its next request reads into a `SMALL`
+//! buffer; streaming and large records use `BIG` ones, borrowed per operation
+//! and returned here. Thread-local: each worker has its own, nothing is shared.
+
+use std::cell::RefCell;
+
+/// Enough for a request head or a ClientHello in most cases.
+pub const SMALL: usize = 2048;
+/// Two full TLS records: streaming reads and writes.
+pub const BIG: usize = 32 * 1024;
+/// How many free buffers of each size a worker keeps.
+const KEEP: usize = 512;
+
+thread_local! {
+    static POOL: RefCell<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// An empty buffer with capacity `SMALL`.
+pub fn small() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().0.pop()).unwrap_or_else(|| Vec::with_capacity(SMALL))
+}
+
+/// An empty buffer with capacity at least `BIG`.
+pub fn big() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().1.pop()).unwrap_or_else(|| Vec::with_capacity(BIG))
+}
+
+/// Returns a buffer to the pool (cleared); odd sizes are dropped.
+pub fn give(mut v: Vec<u8>) {
+    v.clear();
+    let cap = v.capacity();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if cap == SMALL && p.0.len() < KEEP {
+            p.0.push(v);
+        } else if (BIG..BIG * 2).contains(&cap) && p.1.len() < KEEP {
+            p.1.push(v);
+        }
+    });
+}

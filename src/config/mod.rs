@@ -1,0 +1,457 @@
+//! Configuration: read the TOML file, then validate it into a typed `Config`.
+//!
+//! Two stages (as ripgrep does with flags): `raw` mirrors the file, this module
+//! turns it into values the rest of the gateway can use without re-checking.
+//! TLS material (certificates, keys, CAs, CRLs) is loaded by `tls::material`,
+//! which reports errors in the same `ConfigError` form.
+
+pub mod raw;
+
+use crate::authz::AllowList;
+use raw::{RawConfig, RawListener, RawServerTls, RawUpstream};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub msg: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: impl Into<String>, msg: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.msg)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlCheck {
+    /// Check revocation of the whole chain (every certificate needs a CRL).
+    Chain,
+    /// Check only the client's own certificate.
+    Leaf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertEntry {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub sni: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTlsConfig {
+    pub certs: Vec<CertEntry>,
+    pub client_ca: Option<PathBuf>,
+    pub client_auth_required: bool,
+    pub crls: Vec<PathBuf>,
+    pub crl_check: CrlCheck,
+    pub crl_allow_stale: bool,
+    pub crl_allow_unknown: bool,
+    pub tls13: bool,
+    pub tls12: bool,
+    pub groups: Option<Vec<String>>,
+    pub suites: Option<Vec<String>>,
+    pub tickets: usize,
+    pub session_tickets: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub path_prefix: String,
+    pub upstream: String,
+    pub allow: Option<AllowList>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub mode: Mode,
+    pub upstream: Option<String>,
+    pub allow: Option<AllowList>,
+    pub backlog: u32,
+    pub nodelay: bool,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub tls: ServerTlsConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTlsConfig {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_size: usize,
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub workers: usize,
+    pub admin_bind: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub log_requests: bool,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+}
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Reads and validates `path`. TLS files are only checked for existence here.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "", format!("cannot read config file: {e}")))?;
+    parse(path, &text)
+}
+
+/// Validates config text as if read from `path` (relative paths resolve beside it).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let key = key_of_toml_error(text, e.span());
+        match line {
+            Some(l) => ConfigError::new(path, key, format!("line {l}: {msg}")),
+            None => ConfigError::new(path, key, msg),
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    Validator { file: path, base }.config(raw)
+}
+
+/// Best-effort name of the key a toml error points at: the key on the error's line.
+fn key_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(start) = span.map(|s| s.start.min(text.len())) else {
+        return String::new();
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => line.trim().trim_matches(['[', ']']).to_string(),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    base: PathBuf,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, key, msg)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        if let Ok(a) = s.parse() {
+            return Ok(a);
+        }
+        s.to_socket_addrs()
+            .map_err(|e| self.err(key, format!("bad address {s:?}: {e}")))?
+            .next()
+            .ok_or_else(|| self.err(key, format!("address {s:?} resolves to nothing")))
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let workers = match raw.workers.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > 1024 => return Err(self.err("workers", "must be at most 1024")),
+            n => n,
+        };
+        let admin_bind = match raw.admin.and_then(|a| a.bind) {
+            None => Some(self.addr("admin.bind", DEFAULT_ADMIN)?),
+            Some(s) if s.is_empty() || s == "off" => None,
+            Some(s) => Some(self.addr("admin.bind", &s)?),
+        };
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(o) => return Err(self.err("log_format", format!("{o:?}: use \"text\" or \"json\""))),
+        };
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in raw.upstream {
+            let u = self.upstream(&name, u)?;
+            upstreams.insert(name, Arc::new(u));
+        }
+        if raw.listener.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        let mut binds = HashSet::new();
+        let mut names = HashSet::new();
+        if let Some(a) = admin_bind {
+            binds.insert(a);
+        }
+        for (i, l) in raw.listener.into_iter().enumerate() {
+            let l = self.listener(i, l, &upstreams)?;
+            if !binds.insert(l.bind) {
+                return Err(self.err(
+                    format!("listener[{i}].bind"),
+                    format!("duplicate bind address {} (used by another listener or admin)", l.bind),
+                ));
+            }
+            if !names.insert(l.name.clone()) {
+                return Err(self.err(format!("listener[{i}].name"), format!("duplicate listener name {:?}", l.name)));
+            }
+            listeners.push(l);
+        }
+        Ok(Config {
+            path: self.file.to_path_buf(),
+            workers,
+            admin_bind,
+            log_format,
+            log_requests: raw.log_requests.unwrap_or(true),
+            listeners,
+            upstreams,
+        })
+    }
+
+    fn upstream(&self, name: &str, u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let key = |k: &str| format!("upstream.{name}.{k}");
+        if u.addrs.is_empty() {
+            return Err(self.err(key("addrs"), "needs at least one address"));
+        }
+        let addrs = u
+            .addrs
+            .iter()
+            .map(|a| self.addr(&key("addrs"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match u.tls {
+            None => None,
+            Some(t) => {
+                if t.cert.is_some() != t.key.is_some() {
+                    return Err(self.err(key("tls"), "cert and key must be given together"));
+                }
+                if t.server_name.is_empty() {
+                    return Err(self.err(key("tls.server_name"), "must not be empty"));
+                }
+                Some(UpstreamTlsConfig {
+                    ca: self.path(&t.ca),
+                    cert: t.cert.as_deref().map(|p| self.path(p)),
+                    key: t.key.as_deref().map(|p| self.path(p)),
+                    server_name: t.server_name,
+                })
+            }
+        };
+        let pool_size = u.pool_size.unwrap_or(64);
+        if pool_size == 0 {
+            return Err(self.err(key("pool_size"), "must be at least 1"));
+        }
+        Ok(UpstreamConfig {
+            name: name.to_string(),
+            addrs,
+            connect_timeout: nonzero(self, &key("connect_timeout"), u.connect_timeout, 2)?,
+            response_timeout: nonzero(self, &key("response_timeout"), u.response_timeout, 30)?,
+            pool_size,
+            tls,
+        })
+    }
+
+    fn listener(
+        &self,
+        i: usize,
+        l: RawListener,
+        ups: &BTreeMap<String, Arc<UpstreamConfig>>,
+    ) -> Result<ListenerConfig, ConfigError> {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        let name = l.name.unwrap_or_else(|| format!("listener{i}"));
+        let mode = match l.mode.as_deref() {
+            None | Some("http") => Mode::Http,
+            Some("tcp") => Mode::Tcp,
+            Some(o) => return Err(self.err(key("mode"), format!("{o:?}: use \"http\" or \"tcp\""))),
+        };
+        let known = |k: String, u: &str| -> Result<String, ConfigError> {
+            if ups.contains_key(u) {
+                Ok(u.to_string())
+            } else {
+                Err(self.err(k, format!("unknown upstream {u:?} (no [upstream.{u}] section)")))
+            }
+        };
+        let upstream = l.upstream.as_deref().map(|u| known(key("upstream"), u)).transpose()?;
+        let allow = self.allow(&key("allow"), l.allow)?;
+        let mut routes = Vec::new();
+        for (j, r) in l.route.into_iter().enumerate() {
+            let rk = |k: &str| format!("listener[{i}].route[{j}].{k}");
+            if mode == Mode::Tcp {
+                return Err(self.err(rk("path_prefix"), "routes only apply to mode = \"http\""));
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(self.err(rk("path_prefix"), "must start with '/'"));
+            }
+            let up = match r.upstream.as_deref() {
+                Some(u) => known(rk("upstream"), u)?,
+                None => upstream
+                    .clone()
+                    .ok_or_else(|| self.err(rk("upstream"), "no upstream here and none on the listener"))?,
+            };
+            routes.push(RouteConfig {
+                path_prefix: r.path_prefix.trim_end_matches('/').to_string(),
+                upstream: up,
+                allow: self.allow(&rk("allow"), r.allow)?,
+            });
+        }
+        if upstream.is_none() && (mode == Mode::Tcp || !routes.iter().any(|r| r.path_prefix.is_empty())) {
+            if mode == Mode::Tcp || routes.is_empty() {
+                return Err(self.err(key("upstream"), "missing: every listener needs a default upstream"));
+            }
+        }
+        let max_connections = l.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(self.err(key("max_connections"), "must be at least 1"));
+        }
+        let max_header_bytes = l.max_header_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_header_bytes) {
+            return Err(self.err(key("max_header_bytes"), "must be between 1024 and 16777216"));
+        }
+        Ok(ListenerConfig {
+            bind: self.addr(&key("bind"), &l.bind)?,
+            name,
+            mode,
+            upstream,
+            allow,
+            backlog: l.backlog.unwrap_or(4096),
+            nodelay: l.nodelay.unwrap_or(true),
+            handshake_timeout: nonzero(self, &key("handshake_timeout"), l.handshake_timeout, 10)?,
+            header_timeout: nonzero(self, &key("header_timeout"), l.header_timeout, 10)?,
+            idle_timeout: nonzero(self, &key("idle_timeout"), l.idle_timeout, 60)?,
+            max_header_bytes,
+            max_connections,
+            max_handshakes: l.max_handshakes.unwrap_or(1024).max(1),
+            tls: self.server_tls(i, l.tls)?,
+            routes,
+        })
+    }
+
+    fn allow(&self, key: &str, v: Option<Vec<String>>) -> Result<Option<AllowList>, ConfigError> {
+        v.map(|v| AllowList::parse(&v).map_err(|e| self.err(key, e)))
+            .transpose()
+    }
+
+    fn server_tls(&self, i: usize, t: RawServerTls) -> Result<ServerTlsConfig, ConfigError> {
+        let key = |k: &str| format!("listener[{i}].tls.{k}");
+        let mut certs = Vec::new();
+        match (t.cert, t.key) {
+            (Some(c), Some(k)) => certs.push(CertEntry { cert: self.path(&c), key: self.path(&k), sni: vec![] }),
+            (None, None) => {}
+            _ => return Err(self.err(key("cert"), "cert and key must be given together")),
+        }
+        for c in t.certs {
+            certs.push(CertEntry {
+                cert: self.path(&c.cert),
+                key: self.path(&c.key),
+                sni: c.sni.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            });
+        }
+        if certs.is_empty() {
+            return Err(self.err(key("cert"), "missing: give cert and key, or [[listener.tls.certs]]"));
+        }
+        let client_auth_required = match t.client_auth.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(o) => return Err(self.err(key("client_auth"), format!("{o:?}: use \"required\" or \"optional\""))),
+        };
+        if t.client_ca.is_none() {
+            return Err(self.err(key("client_ca"), "missing: mTLS needs the CA bundle that signs partner certificates"));
+        }
+        let crl_check = match t.crl_check.as_deref() {
+            None | Some("chain") => CrlCheck::Chain,
+            Some("leaf") => CrlCheck::Leaf,
+            Some(o) => return Err(self.err(key("crl_check"), format!("{o:?}: use \"chain\" or \"leaf\""))),
+        };
+        let (mut tls13, mut tls12) = (false, false);
+        for v in t.versions.unwrap_or_else(|| vec!["1.3".into(), "1.2".into()]) {
+            match v.as_str() {
+                "1.3" => tls13 = true,
+                "1.2" => tls12 = true,
+                o => return Err(self.err(key("versions"), format!("{o:?}: use \"1.3\" and/or \"1.2\""))),
+            }
+        }
+        if !tls13 && !tls12 {
+            return Err(self.err(key("versions"), "must enable at least one version"));
+        }
+        Ok(ServerTlsConfig {
+            certs,
+            client_ca: t.client_ca.as_deref().map(|p| self.path(p)),
+            client_auth_required,
+            crls: t.crl.iter().map(|p| self.path(p)).collect(),
+            crl_check,
+            crl_allow_stale: t.crl_allow_stale.unwrap_or(false),
+            crl_allow_unknown: t.crl_allow_unknown.unwrap_or(false),
+            tls13,
+            tls12,
+            groups: t.groups,
+            suites: t.suites,
+            tickets: t.tickets.unwrap_or(2).min(16),
+            session_tickets: t.session_tickets.unwrap_or(true),
+        })
+    }
+}
+
+fn nonzero(v: &Validator<'_>, key: &str, d: Option<Duration>, default_secs: u64) -> Result<Duration, ConfigError> {
+    match d {
+        None => Ok(Duration::from_secs(default_secs)),
+        Some(d) if d.is_zero() => Err(v.err(key, "must be greater than zero")),
+        Some(d) => Ok(d),
+    }
+}

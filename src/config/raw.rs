@@ -1,0 +1,111 @@
+//! The config file exactly as written: serde structs with no interpretation.
+//!
+//! Every struct denies unknown keys so a typo is an error naming the key,
+//! not a silently ignored setting.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub workers: Option<usize>,
+    pub log_format: Option<String>,
+    pub log_requests: Option<bool>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub listener: Vec<RawListener>,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub bind: String,
+    pub mode: Option<String>,
+    pub upstream: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub backlog: Option<u32>,
+    pub nodelay: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_handshakes: Option<usize>,
+    pub tls: RawServerTls,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    #[serde(default)]
+    pub certs: Vec<RawCertEntry>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    #[serde(default)]
+    pub crl: Vec<String>,
+    pub crl_check: Option<String>,
+    pub crl_allow_stale: Option<bool>,
+    pub crl_allow_unknown: Option<bool>,
+    pub versions: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub suites: Option<Vec<String>>,
+    pub tickets: Option<usize>,
+    pub session_tickets: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertEntry {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub sni: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path_prefix: String,
+    pub upstream: Option<String>,
+    pub allow: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub addrs: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub response_timeout: Option<Duration>,
+    pub pool_size: Option<usize>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub server_name: String,
+}

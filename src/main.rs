@@ -1,0 +1,109 @@
+//! mtlsgate command line: `run`, `check`, `demo`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mtlsgate::config::{self, LogFormat};
+use mtlsgate::runtime::{self, Gateway};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "mtlsgate", version, about = "Mutual-TLS gateway for B2B APIs (io_uring, thread-per-core)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve with the given config until SIGINT/SIGTERM.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Load and validate the config and every file it names; print a summary.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Generate a dev PKI and config, start an echo upstream and the gateway.
+    Demo {
+        /// Where to write the PKI and config.
+        #[arg(long, default_value = "mtlsgate-demo")]
+        dir: PathBuf,
+        /// Partner-facing port on 127.0.0.1.
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// Admin listener address.
+        #[arg(long, default_value = config::DEFAULT_ADMIN)]
+        admin: std::net::SocketAddr,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run { config } => run(&config),
+        Cmd::Check { config } => check(&config),
+        Cmd::Demo { dir, port, admin } => {
+            init_logs(LogFormat::Text);
+            mtlsgate::demo::run(&mtlsgate::demo::DemoOpts { dir: &dir, port, admin })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mtlsgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    init_logs(cfg.log_format);
+    let gw = Gateway::build(&cfg)?;
+    runtime::run(gw)
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    let gw = Gateway::build(&cfg).context("TLS material")?;
+    println!("{}: ok", path.display());
+    println!("workers: {}", cfg.workers);
+    match cfg.admin_bind {
+        Some(a) => println!("admin: {a}"),
+        None => println!("admin: off"),
+    }
+    for l in &cfg.listeners {
+        println!(
+            "listener {:?}: {} mode={:?} upstream={} routes={}",
+            l.name,
+            l.bind,
+            l.mode,
+            l.upstream.as_deref().unwrap_or("-"),
+            l.routes.len()
+        );
+    }
+    for u in cfg.upstreams.values() {
+        let addrs: Vec<String> = u.addrs.iter().map(|a| a.to_string()).collect();
+        println!("upstream {:?}: {} tls={}", u.name, addrs.join(","), u.tls.is_some());
+    }
+    for line in &gw.summary {
+        println!("  {line}");
+    }
+    Ok(())
+}

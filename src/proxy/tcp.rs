@@ -1,0 +1,103 @@
+//! tcp mode: after the handshake and policy check, a byte pipe to the upstream
+//! in both directions at once, passing half-closes through.
+
+use super::io::Io;
+use super::ConnCtx;
+use crate::bufpool;
+use std::cell::Cell;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Copies `src` to `dst` until end of stream, then half-closes `dst`.
+/// Returns the bytes moved, or `None` if the pipe broke.
+async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>) -> Option<u64> {
+    let mut total = 0u64;
+    let mut buf = bufpool::small();
+    loop {
+        let (res, b) = src.read(buf).await;
+        buf = b;
+        last.set(Instant::now());
+        match res {
+            Ok(0) => {
+                bufpool::give(buf);
+                let _ = dst.shutdown_write().await;
+                return Some(total);
+            }
+            Ok(n) => total += n as u64,
+            Err(_) => {
+                bufpool::give(buf);
+                dst.abort();
+                return None;
+            }
+        }
+        let full = buf.len() == buf.capacity();
+        let (res, b) = dst.write_all(buf).await;
+        last.set(Instant::now());
+        buf = b;
+        buf.clear();
+        if res.is_err() {
+            bufpool::give(buf);
+            src.abort();
+            return None;
+        }
+        if full && buf.capacity() < bufpool::BIG {
+            // Busy stream: move up to a big buffer.
+            bufpool::give(std::mem::replace(&mut buf, bufpool::big()));
+        }
+    }
+}
+
+/// Resolves once neither direction has moved a byte for `idle`.
+async fn idle_watch(last: &Cell<Instant>, idle: Duration) {
+    loop {
+        let due = last.get() + idle;
+        if Instant::now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
+    let l = cx.listener;
+    let Some(up_idx) = l.default_upstream else {
+        return; // ok: config validation requires an upstream for tcp listeners
+    };
+    let pool = &cx.pools[up_idx];
+    let lease = match pool.get(true).await {
+        Ok(l) => l,
+        Err(e) => {
+            cx.shard.upstream_error(e.label());
+            tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), kind = e.label(), "upstream connect failed; closing");
+            down.abort();
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let up = lease.io();
+    let last = Cell::new(Instant::now());
+    let both = async { tokio::join!(pump(down, up, &last), pump(up, down, &last)) };
+    let (a, b) = tokio::select! {
+        r = both => r,
+        _ = idle_watch(&last, l.cfg.idle_timeout) => {
+            // Shutting both sockets down completes the reads the pumps left pending.
+            down.abort();
+            up.abort();
+            (None, None)
+        }
+    };
+    if cx.log_requests {
+        tracing::info!(
+            listener = %l.cfg.name,
+            peer = cx.peer_label(),
+            addr = %cx.peer_addr,
+            upstream = %lease.ctx_name(),
+            bytes_in = a.unwrap_or(0),
+            bytes_out = b.unwrap_or(0),
+            clean = a.is_some() && b.is_some(),
+            secs = started.elapsed().as_secs_f64(),
+            "tcp session"
+        );
+    }
+    // `lease` drops here: a tcp-mode upstream connection is never reused.
+}

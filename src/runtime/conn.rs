@@ -1,0 +1,99 @@
+//! One partner connection: timed handshake, identity and re-check of resumed
+//! sessions, listener policy, then the http or tcp proxy.
+
+use super::worker::WorkerCtx;
+use crate::authz::{self, Decision};
+use crate::config::Mode;
+use crate::proxy::{http, tcp, ConnCtx};
+use crate::tls::{self, TlsStream};
+use rustls::ServerConnection;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+use tokio::time::timeout;
+use tokio_uring::net::TcpStream;
+
+/// Keeps the per-listener open-connection count right however the task ends.
+struct Active {
+    w: Rc<WorkerCtx>,
+    idx: usize,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let a = &self.w.active[self.idx];
+        a.set(a.get().saturating_sub(1));
+        self.w.shards.listener(self.idx).with(|s| s.active -= 1);
+    }
+}
+
+fn log_refused(w: &WorkerCtx, listener: &str, addr: SocketAddr, reason: &str, detail: &str) {
+    if let Some(suppressed) = w.log_limit.borrow_mut().allow() {
+        tracing::warn!(listener, %addr, reason, detail, suppressed, "handshake refused");
+    }
+}
+
+pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<WorkerCtx>) {
+    let _active = Active { w: w.clone(), idx };
+    let start = Instant::now();
+    let lc = &w.gw.listeners[idx];
+    let shard = w.shards.listener(idx);
+    let conn = match ServerConnection::new(lc.tls.config.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            shard.failure("internal");
+            tracing::error!(listener = %lc.cfg.name, error = %e, "cannot create TLS connection");
+            return;
+        }
+    };
+    let tls = TlsStream::new(stream, conn);
+    w.handshaking.set(w.handshaking.get() + 1);
+    let hs = timeout(lc.cfg.handshake_timeout, tls.handshake()).await;
+    w.handshaking.set(w.handshaking.get() - 1);
+    let failed = match hs {
+        Err(_) => {
+            tls.abort();
+            Some(("timeout", "no complete handshake within handshake_timeout".to_string()))
+        }
+        Ok(Err(e)) => Some((tls::reason(&e), e.to_string())),
+        Ok(Ok(())) => None,
+    };
+    if let Some((reason, detail)) = failed {
+        shard.failure(reason);
+        log_refused(&w, &lc.cfg.name, addr, reason, &detail);
+        return;
+    }
+    let session = match tls.with_conn(|c| tls::session(c, &*lc.tls.verifier)) {
+        Ok(s) => s,
+        Err(reason) => {
+            // A resumed session whose certificate no longer verifies (revoked, expired).
+            shard.failure(reason);
+            log_refused(&w, &lc.cfg.name, addr, reason, "resumed session's client certificate no longer verifies");
+            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            return;
+        }
+    };
+    shard.handshake(start.elapsed(), session.resumed, session.version);
+    if lc.cfg.mode == Mode::Tcp {
+        if let Decision::Deny(why) = authz::decide(lc.cfg.allow.as_ref(), session.peer.as_ref(), "listener") {
+            shard.with(|s| s.denied += 1);
+            tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |p| p.subject.as_str()), reason = %why, "connection denied by policy");
+            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            return;
+        }
+    }
+    let cx = ConnCtx {
+        listener: lc,
+        shard,
+        pools: w.pools.clone(),
+        draining: w.draining.clone(),
+        xfcc: session.peer.as_ref().map(|p| p.xfcc()),
+        peer: session.peer,
+        peer_addr: addr,
+        log_requests: w.gw.log_requests,
+    };
+    match lc.cfg.mode {
+        Mode::Http => http::serve(&tls, &cx).await,
+        Mode::Tcp => tcp::serve(&tls, &cx).await,
+    }
+}

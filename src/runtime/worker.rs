@@ -1,0 +1,130 @@
+//! One worker: a pinned thread with its own tokio-uring ring, its own
+//! SO_REUSEPORT socket per listener, its own pools and metric shard.
+
+use super::conn;
+use super::loglimit::LogLimit;
+use super::{Gateway, DRAIN_TIMEOUT};
+use crate::metrics::{ListenerStats, Shards};
+use crate::proxy::upstream::Pool;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// State shared by the tasks of one worker (never across threads).
+pub struct WorkerCtx {
+    pub gw: Arc<Gateway>,
+    pub shards: Shards,
+    pub pools: Rc<Vec<Rc<Pool>>>,
+    pub draining: watch::Receiver<bool>,
+    /// Open connections per listener.
+    pub active: Vec<Cell<usize>>,
+    pub handshaking: Cell<usize>,
+    pub log_limit: RefCell<LogLimit>,
+}
+
+fn ring_error(e: io::Error) -> String {
+    let code = e.raw_os_error().unwrap_or(0);
+    let hint = if code == libc::EPERM || code == libc::ENOSYS || code == libc::EACCES {
+        "io_uring is disabled or blocked here. Check `sysctl kernel.io_uring_disabled` (must be 0: \
+         `sysctl -w kernel.io_uring_disabled=0`), and in a container allow the io_uring_setup, \
+         io_uring_enter and io_uring_register syscalls in the seccomp profile"
+    } else if code == libc::ENOMEM {
+        "the ring's locked memory did not fit RLIMIT_MEMLOCK: raise it (`ulimit -l`, or LimitMEMLOCK= in systemd)"
+    } else {
+        "io_uring is required (Linux 5.11 or newer)"
+    };
+    format!("cannot create the io_uring ring: {e}. {hint}")
+}
+
+pub fn run(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    gw: Arc<Gateway>,
+    socks: Vec<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+    metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<Vec<ListenerStats>>>,
+) -> Result<(), String> {
+    if let Some(c) = core {
+        if !core_affinity::set_for_current(c) {
+            tracing::warn!(worker = id, core = c.id, "could not pin worker to its core");
+        }
+    }
+    let rt = tokio_uring::Runtime::new(&tokio_uring::builder()).map_err(ring_error)?;
+    rt.block_on(async move {
+        let shards = Shards::new(gw.listeners.len());
+        tokio_uring::spawn(shards.clone().serve(metrics_rx));
+        let pools = Rc::new(gw.upstreams.iter().map(|u| Pool::new(u.clone())).collect::<Vec<_>>());
+        let w = Rc::new(WorkerCtx {
+            active: gw.listeners.iter().map(|_| Cell::new(0)).collect(),
+            gw,
+            shards,
+            pools,
+            draining: stop.clone(),
+            handshaking: Cell::new(0),
+            log_limit: RefCell::new(LogLimit::new(10)),
+        });
+        let mut fds = Vec::new();
+        let mut tasks = Vec::new();
+        for (idx, s) in socks.into_iter().enumerate() {
+            let l = tokio_uring::net::TcpListener::from_std(s);
+            fds.push(l.as_raw_fd());
+            tasks.push(tokio_uring::spawn(accept_loop(l, idx, w.clone())));
+        }
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+        // Stop accepting explicitly: a pending accept would otherwise keep the
+        // socket alive in the reuseport group after we decided to exit.
+        for fd in fds {
+            // SAFETY: fd belongs to a listener owned by an accept task that is still running.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while w.active.iter().map(Cell::get).sum::<usize>() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerCtx>) {
+    let lc = &w.gw.listeners[idx];
+    let shard = w.shards.listener(idx);
+    loop {
+        let (stream, addr) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                if *w.draining.borrow() {
+                    return;
+                }
+                if w.log_limit.borrow_mut().allow().is_some() {
+                    tracing::warn!(listener = %lc.cfg.name, error = %e, "accept failed");
+                }
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        shard.with(|s| s.accepted += 1);
+        let active = &w.active[idx];
+        if active.get() >= lc.cfg.max_connections {
+            shard.with(|s| s.rejected_limit += 1);
+            drop(stream);
+            continue;
+        }
+        if w.handshaking.get() >= lc.cfg.max_handshakes {
+            shard.failure("handshake_limit");
+            drop(stream);
+            continue;
+        }
+        active.set(active.get() + 1);
+        shard.with(|s| s.active += 1);
+        tokio_uring::spawn(conn::serve(stream, addr, idx, w.clone()));
+    }
+}

@@ -1,0 +1,74 @@
+//! TLS: building rustls configs from the file, and the one module that drives
+//! rustls connections (`stream`). Nothing else in the gateway calls rustls.
+
+pub mod client;
+pub mod material;
+pub mod server;
+pub mod stream;
+
+pub use stream::{TlsError, TlsStream};
+
+use crate::identity::PeerId;
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, Error, HandshakeKind, ServerConnection};
+
+/// Why a handshake (or the post-handshake identity check) failed: the metric label.
+pub fn reason(e: &TlsError) -> &'static str {
+    match e {
+        TlsError::PeerClosed => "peer_closed",
+        TlsError::Io(_) => "io_error",
+        TlsError::Tls(e) => tls_reason(e),
+    }
+}
+
+pub fn tls_reason(e: &Error) -> &'static str {
+    match e {
+        Error::NoCertificatesPresented => "no_cert",
+        Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::Revoked => "revoked",
+            CertificateError::BadSignature => "bad_signature",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
+            CertificateError::UnknownRevocationStatus => "unknown_revocation",
+            CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => "stale_crl",
+            _ => "bad_cert",
+        },
+        Error::AlertReceived(_) => "alert_received",
+        Error::PeerIncompatible(_) => "incompatible",
+        _ => "protocol_error",
+    }
+}
+
+/// The TLS details of a finished server handshake.
+pub struct Session {
+    pub resumed: bool,
+    pub version: &'static str,
+    pub peer: Option<PeerId>,
+}
+
+/// Reads the outcome of a completed handshake and, for a resumed one, re-runs
+/// the listener's client verifier on the restored chain (expiry, CRL): rustls
+/// does not re-verify it, and a partner revoked since must not slip in.
+pub fn session(conn: &ServerConnection, verifier: &dyn ClientCertVerifier) -> Result<Session, &'static str> {
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        _ => "other",
+    };
+    let peer = match conn.peer_certificates() {
+        Some([leaf, intermediates @ ..]) => {
+            if resumed {
+                verifier
+                    .verify_client_cert(leaf, intermediates, UnixTime::now())
+                    .map_err(|e| tls_reason(&e))?;
+            }
+            Some(PeerId::from_der(leaf).map_err(|_| "bad_cert")?)
+        }
+        _ => None,
+    };
+    Ok(Session { resumed, version, peer })
+}

@@ -1,0 +1,207 @@
+//! Per-listener `ServerConfig`: certificates by SNI and signature scheme, the
+//! client verifier (CA + CRLs), versions, groups, suites and tickets.
+
+use super::material::{self, CertInfo, Ctx};
+use crate::config::{ConfigError, CrlCheck, ListenerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything a worker needs to terminate TLS on one listener; shared by all
+/// workers of the listener (so a ticket issued by one resumes on another).
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    /// Re-run on resumed handshakes: rustls restores the chain without re-verifying it.
+    pub verifier: Arc<dyn ClientCertVerifier>,
+    pub summary: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: Arc<CertifiedKey>,
+    sni: Vec<String>,
+}
+
+/// Picks a certificate by SNI, then by what the client can verify (ECDSA or RSA);
+/// the first configured certificate is the default.
+#[derive(Debug)]
+struct CertResolver {
+    entries: Vec<Entry>,
+}
+
+fn sni_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let named: Vec<&Entry> = match hello.server_name() {
+            Some(name) => self
+                .entries
+                .iter()
+                .filter(|e| e.sni.iter().any(|p| sni_matches(p, name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let pool: Vec<&Entry> = if named.is_empty() { self.entries.iter().collect() } else { named };
+        if pool.len() == 1 {
+            return Some(pool[0].key.clone());
+        }
+        pool.iter()
+            .find(|e| e.key.key.choose_scheme(schemes).is_some())
+            .or(pool.first())
+            .map(|e| e.key.clone())
+    }
+}
+
+/// The crypto provider for a listener: aws-lc-rs with the configured groups and suites.
+pub fn provider(
+    file: &Path,
+    key: &str,
+    groups: Option<&[String]>,
+    suites: Option<&[String]>,
+) -> Result<CryptoProvider, ConfigError> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(groups) = groups {
+        let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+        let mut chosen = Vec::new();
+        for g in groups {
+            let found = all.iter().find(|k| {
+                let n = format!("{:?}", k.name());
+                n.eq_ignore_ascii_case(g) || (g.eq_ignore_ascii_case("p-256") && n == "secp256r1")
+                    || (g.eq_ignore_ascii_case("p-384") && n == "secp384r1")
+            });
+            match found {
+                Some(k) => chosen.push(*k),
+                None => {
+                    let names: Vec<String> = all.iter().map(|k| format!("{:?}", k.name())).collect();
+                    return Err(ConfigError::new(file, format!("{key}.groups"), format!("unknown group {g:?}; known: {}", names.join(", "))));
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Err(ConfigError::new(file, format!("{key}.groups"), "must not be empty"));
+        }
+        p.kx_groups = chosen;
+    }
+    if let Some(suites) = suites {
+        let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
+        let mut chosen = Vec::new();
+        for s in suites {
+            match all.iter().find(|c| c.suite().as_str().is_some_and(|n| n.eq_ignore_ascii_case(s))) {
+                Some(c) => chosen.push(*c),
+                None => {
+                    let names: Vec<&str> = all.iter().filter_map(|c| c.suite().as_str()).collect();
+                    return Err(ConfigError::new(file, format!("{key}.suites"), format!("unknown suite {s:?}; known: {}", names.join(", "))));
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Err(ConfigError::new(file, format!("{key}.suites"), "must not be empty"));
+        }
+        p.cipher_suites = chosen;
+    }
+    Ok(p)
+}
+
+fn describe(kind: &str, path: &Path, info: &CertInfo) -> String {
+    format!(
+        "{kind} {}: {} (valid until {})",
+        path.display(),
+        info.subject,
+        material::fmt_time(info.not_after)
+    )
+}
+
+/// Loads and checks all of a listener's TLS material and builds its config.
+pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls, ConfigError> {
+    let t = &l.tls;
+    let key = format!("listener[{idx}].tls");
+    let provider = Arc::new(provider(file, &key, t.groups.as_deref(), t.suites.as_deref())?);
+    let mut summary = Vec::new();
+    let mut entries = Vec::new();
+    for (i, c) in t.certs.iter().enumerate() {
+        let ctx = Ctx { file, key: if t.certs.len() == 1 { format!("{key}.cert") } else { format!("{key}.certs[{i}]") } };
+        let (ck, info) = material::certified_key(&ctx, &provider, &c.cert, &c.key)?;
+        summary.push(describe("server cert", &c.cert, &info));
+        entries.push(Entry { key: ck, sni: c.sni.clone() });
+    }
+    let ca_path = t
+        .client_ca
+        .as_ref()
+        .ok_or_else(|| ConfigError::new(file, format!("{key}.client_ca"), "missing"))?;
+    let ctx = Ctx { file, key: format!("{key}.client_ca") };
+    let (roots, infos) = material::roots(&ctx, ca_path)?;
+    for i in &infos {
+        summary.push(describe("client CA", ca_path, i));
+    }
+    let mut crls = Vec::new();
+    for (i, p) in t.crls.iter().enumerate() {
+        let ctx = Ctx { file, key: format!("{key}.crl[{i}]") };
+        let list = material::crls(&ctx, p)?;
+        summary.push(format!("crl {}: {} list(s)", p.display(), list.len()));
+        crls.extend(list);
+    }
+    let mut vb = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
+    if t.crl_check == CrlCheck::Leaf {
+        vb = vb.only_check_end_entity_revocation();
+    }
+    if !t.crl_allow_stale {
+        vb = vb.enforce_revocation_expiration();
+    }
+    if t.crl_allow_unknown {
+        vb = vb.allow_unknown_revocation_status();
+    }
+    if !t.client_auth_required {
+        vb = vb.allow_unauthenticated();
+    }
+    let verifier = vb
+        .build()
+        .map_err(|e| ConfigError::new(file, format!("{key}.client_ca"), format!("cannot build client verifier: {e}")))?;
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if t.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if t.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| ConfigError::new(file, format!("{key}.versions"), e.to_string()))?
+        .with_client_cert_verifier(verifier.clone())
+        .with_cert_resolver(Arc::new(CertResolver { entries }));
+    // rustls's default 256-entry cache sits behind one global mutex: tickets instead.
+    cfg.session_storage = Arc::new(NoServerSessionStorage {});
+    if t.session_tickets {
+        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| ConfigError::new(file, format!("{key}.session_tickets"), e.to_string()))?;
+        cfg.send_tls13_tickets = t.tickets;
+    } else {
+        cfg.send_tls13_tickets = 0;
+    }
+    cfg.ignore_client_order = t.suites.is_some();
+    cfg.max_early_data_size = 0;
+    Ok(ListenerTls { config: Arc::new(cfg), verifier, summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sni_matches;
+
+    #[test]
+    fn wildcard_sni_covers_exactly_one_label() {
+        assert!(sni_matches("*.example.com", "a.example.com"));
+        assert!(!sni_matches("*.example.com", "a.b.example.com"));
+        assert!(sni_matches("API.example.com", "api.example.com"));
+    }
+}

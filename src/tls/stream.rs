@@ -1,0 +1,204 @@
+//! The one place that drives a rustls connection over io_uring's owned buffers.
+//!
+//! Ciphertext is read into pooled buffers (small while idle, big while busy),
+//! fed to `read_tls`/`process_new_packets`; outgoing records are collected with
+//! `write_tls` into a pooled buffer and written with `write_all`. Methods take
+//! `&self` so the two directions of a tcp-mode pipe can run at once; socket
+//! writes are serialised by a per-connection lock so records never interleave.
+
+use crate::bufpool;
+use rustls::{ConnectionCommon, SideData};
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::ops::DerefMut;
+use tokio_uring::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Tls(rustls::Error),
+    #[error("peer closed the connection")]
+    PeerClosed,
+}
+
+pub struct TlsStream<C> {
+    tcp: TcpStream,
+    conn: RefCell<C>,
+    write_lock: tokio::sync::Mutex<()>,
+    /// The last read filled its buffer: the next one uses a big buffer.
+    want_big: Cell<bool>,
+}
+
+impl<C, S> TlsStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    pub fn new(tcp: TcpStream, conn: C) -> Self {
+        TlsStream {
+            tcp,
+            conn: RefCell::new(conn),
+            write_lock: tokio::sync::Mutex::new(()),
+            want_big: Cell::new(false),
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Runs `f` on the rustls connection (never across an await).
+    pub fn with_conn<R>(&self, f: impl FnOnce(&mut C) -> R) -> R {
+        f(&mut self.conn.borrow_mut())
+    }
+
+    /// Drives the handshake to completion, flushing the server's last flight
+    /// (and TLS 1.3 tickets). On a TLS error the alert rustls queued is sent.
+    pub async fn handshake(&self) -> Result<(), TlsError> {
+        loop {
+            if self.conn.borrow().wants_write() {
+                self.flush().await?;
+            }
+            if !self.conn.borrow().is_handshaking() {
+                break;
+            }
+            if !self.fill().await? {
+                return Err(TlsError::PeerClosed);
+            }
+        }
+        if self.conn.borrow().wants_write() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads ciphertext once and processes it. `Ok(false)` on EOF.
+    async fn fill(&self) -> Result<bool, TlsError> {
+        let buf = if self.want_big.get() { bufpool::big() } else { bufpool::small() };
+        let cap = buf.capacity();
+        let (res, buf) = self.tcp.read(buf).await;
+        let n = match res {
+            Ok(n) => n,
+            Err(e) => {
+                bufpool::give(buf);
+                return Err(e.into());
+            }
+        };
+        self.want_big.set(n == cap);
+        let result = self.feed(&buf[..n]);
+        bufpool::give(buf);
+        if let Err(e) = result {
+            // rustls queued a fatal alert: try to send it, the error wins anyway.
+            let _ = self.flush().await;
+            return Err(e);
+        }
+        Ok(n > 0)
+    }
+
+    fn feed(&self, mut data: &[u8]) -> Result<(), TlsError> {
+        let mut conn = self.conn.borrow_mut();
+        let data_was_empty = data.is_empty();
+        if data_was_empty {
+            conn.read_tls(&mut io::empty())?;
+        }
+        while !data.is_empty() {
+            let n = conn.read_tls(&mut data)?;
+            conn.process_new_packets().map_err(TlsError::Tls)?;
+            if n == 0 {
+                break;
+            }
+        }
+        if data_was_empty {
+            conn.process_new_packets().map_err(TlsError::Tls)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every pending TLS record to the socket.
+    pub async fn flush(&self) -> io::Result<()> {
+        let _guard = self.write_lock.lock().await;
+        loop {
+            let mut out = bufpool::big();
+            {
+                let mut conn = self.conn.borrow_mut();
+                while conn.wants_write() && out.len() < bufpool::BIG {
+                    conn.write_tls(&mut out)?;
+                }
+            }
+            if out.is_empty() {
+                bufpool::give(out);
+                return Ok(());
+            }
+            let (res, out) = self.tcp.write_all(out).await;
+            bufpool::give(out);
+            res?;
+        }
+    }
+
+    /// Appends decrypted bytes to `buf`'s spare capacity. `Ok(0)` is end of
+    /// stream (close_notify, or TCP EOF without it: many clients skip it).
+    pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        if buf.capacity() == buf.len() {
+            buf.reserve(bufpool::SMALL);
+        }
+        loop {
+            let start = buf.len();
+            let r = {
+                let mut conn = self.conn.borrow_mut();
+                buf.resize(buf.capacity(), 0);
+                let r = conn.reader().read(&mut buf[start..]);
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                r
+            };
+            match r {
+                Ok(n) => return (Ok(n), buf),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (Ok(0), buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+            if self.conn.borrow().wants_write() {
+                if let Err(e) = self.flush().await {
+                    return (Err(e), buf);
+                }
+            }
+            match self.fill().await {
+                Ok(_) => {}
+                Err(TlsError::Io(e)) => return (Err(e), buf),
+                Err(e) => return (Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())), buf),
+            }
+        }
+    }
+
+    /// Encrypts and sends all of `buf`.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut off = 0;
+        while off < buf.len() {
+            let end = (off + bufpool::BIG).min(buf.len());
+            let r = self.conn.borrow_mut().writer().write_all(&buf[off..end]);
+            if let Err(e) = r {
+                return (Err(e), buf);
+            }
+            off = end;
+            if let Err(e) = self.flush().await {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Sends close_notify and half-closes the socket.
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        self.conn.borrow_mut().send_close_notify();
+        self.flush().await?;
+        self.tcp.shutdown(Shutdown::Write)
+    }
+
+    /// Ends the connection now: a pending read or write on it completes, so a
+    /// timed-out operation does not pin the socket (see DESIGN.md).
+    pub fn abort(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
