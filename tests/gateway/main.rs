@@ -1,0 +1,13 @@
+//! Integration tests: the gateway as a process, real sockets, a real rustls
+//! client, curl and openssl where a partner would use them. PKI made at run time.
+
+mod common;
+
+mod config_check;
+mod framing;
+mod http_proxy;
+mod limits;
+mod resumption;
+mod tcp_mode;
+mod tls_auth;
+mod upstreams;
