@@ -30,6 +30,8 @@ pub struct ClientSpec {
     /// Server-auth EKU only, so a client verifier must refuse it.
     pub server_eku_only: bool,
     pub rsa: bool,
+    /// Valid from an hour ago until this long from now (default: a year).
+    pub lifetime: Option<Duration>,
 }
 
 impl ClientSpec {
@@ -134,6 +136,9 @@ impl Ca {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         };
         validity(&mut p, spec.expired);
+        if let (Some(l), false) = (spec.lifetime, spec.expired) {
+            p.not_after = OffsetDateTime::now_utc() + l;
+        }
         self.sign(p, spec.rsa)
     }
 

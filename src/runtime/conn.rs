@@ -28,6 +28,11 @@ impl Drop for Active {
 }
 
 fn log_refused(w: &WorkerCtx, listener: &str, addr: SocketAddr, reason: &str, detail: &str) {
+    if reason == "peer_closed" {
+        // TCP health checks connect and close without a byte: not worth a warning.
+        tracing::debug!(listener, %addr, reason, "connection closed before the handshake completed");
+        return;
+    }
     if let Some(suppressed) = w.log_limit.borrow_mut().allow() {
         tracing::warn!(listener, %addr, reason, detail, suppressed, "handshake refused");
     }

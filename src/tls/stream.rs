@@ -12,7 +12,11 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::ops::DerefMut;
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
+
+/// rustls's fixed limit on buffered received plaintext.
+const MAX_CIPHERTEXT_READ: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -78,8 +82,11 @@ where
     /// Reads ciphertext once and processes it. `Ok(false)` on EOF.
     async fn fill(&self) -> Result<bool, TlsError> {
         let buf = if self.want_big.get() { bufpool::big() } else { bufpool::small() };
-        let cap = buf.capacity();
-        let (res, buf) = self.tcp.read(buf).await;
+        // rustls refuses ciphertext once more than 16 KiB of plaintext waits to be
+        // read; callers drain plaintext before filling, so never read more than that.
+        let cap = buf.capacity().min(MAX_CIPHERTEXT_READ);
+        let (res, slice) = self.tcp.read(buf.slice(0..cap)).await;
+        let buf = slice.into_inner();
         let n = match res {
             Ok(n) => n,
             Err(e) => {

@@ -69,6 +69,7 @@ pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 /// server's first flight after it so a late refusal surfaces as an error).
 pub fn connect(addr: SocketAddr, cfg: &Arc<ClientConfig>, sni: &str) -> io::Result<Tls> {
     let tcp = TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
     let name = ServerName::try_from(sni.to_string()).map_err(|e| io::Error::other(e.to_string()))?;

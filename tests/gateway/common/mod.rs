@@ -62,9 +62,8 @@ impl Gateway {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("gateway exited early ({st}):\n{}", self.logs());
             }
-            if admin_get(self.admin, "/healthz").map(|(c, _)| c == 200).unwrap_or(false)
-                && TcpStream::connect(self.addr()).is_ok()
-            {
+            // Workers answer only after their listeners are bound, so this is enough.
+            if admin_get(self.admin, "/healthz").map(|(c, _)| c == 200).unwrap_or(false) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -120,6 +119,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- gateway log ---\n{}", self.logs());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
