@@ -39,7 +39,13 @@ fn handle(mut s: TcpStream, reg: &Registry) {
                 if req.method != Some("GET") && req.method != Some("HEAD") {
                     return reply(&mut s, 405, "text/plain", "method not allowed\n");
                 }
-                break req.path.unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+                break req
+                    .path
+                    .unwrap_or("/")
+                    .split('?')
+                    .next()
+                    .unwrap_or("/")
+                    .to_string();
             }
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
             _ => return reply(&mut s, 400, "text/plain", "bad request\n"),
@@ -53,7 +59,12 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         }
         "/stats" => {
             let snap = reg.collect(WORKER_WAIT);
-            reply(&mut s, 200, "application/json", &export::stats_json(&reg.listener_names, &snap))
+            reply(
+                &mut s,
+                200,
+                "application/json",
+                &export::stats_json(&reg.listener_names, &snap),
+            )
         }
         "/healthz" | "/ready" => {
             let snap = reg.collect(WORKER_WAIT);
@@ -61,10 +72,20 @@ fn handle(mut s: TcpStream, reg: &Registry) {
             if down == 0 {
                 reply(&mut s, 200, "text/plain", "ok\n")
             } else {
-                reply(&mut s, 503, "text/plain", &format!("{down} worker(s) not answering\n"))
+                reply(
+                    &mut s,
+                    503,
+                    "text/plain",
+                    &format!("{down} worker(s) not answering\n"),
+                )
             }
         }
-        _ => reply(&mut s, 404, "text/plain", "not found: try /metrics /stats /healthz\n"),
+        _ => reply(
+            &mut s,
+            404,
+            "text/plain",
+            "not found: try /metrics /stats /healthz\n",
+        ),
     }
 }
 

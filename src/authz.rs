@@ -45,7 +45,9 @@ impl AllowList {
                 "uri" => match v.find('*') {
                     None => Rule::UriExact(v.to_string()),
                     Some(i) if i == v.len() - 1 => Rule::UriPrefix(v[..i].to_string()),
-                    Some(_) => return Err(format!("{e:?}: '*' is only allowed as the last character")),
+                    Some(_) => {
+                        return Err(format!("{e:?}: '*' is only allowed as the last character"))
+                    }
                 },
                 "dns" => {
                     if v.contains('*') {
@@ -54,14 +56,22 @@ impl AllowList {
                     Rule::Dns(v.to_ascii_lowercase())
                 }
                 "sha256" => {
-                    let h: String = v.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+                    let h: String = v
+                        .chars()
+                        .filter(|c| *c != ':')
+                        .collect::<String>()
+                        .to_ascii_lowercase();
                     if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(format!("{e:?}: sha256 needs 64 hex digits"));
                     }
                     Rule::Sha256(h)
                 }
                 "cn" => Rule::Cn(v.to_string()),
-                k => return Err(format!("{e:?}: unknown kind {k:?} (use uri, dns, sha256 or cn)")),
+                k => {
+                    return Err(format!(
+                        "{e:?}: unknown kind {k:?} (use uri, dns, sha256 or cn)"
+                    ))
+                }
             };
             rules.push(rule);
         }
@@ -137,6 +147,9 @@ mod tests {
     #[test]
     fn missing_identity_is_denied_when_a_list_exists() {
         assert_eq!(decide(None, None, "route"), Decision::Allow);
-        assert!(matches!(decide(Some(&list(&["cn:x"])), None, "route"), Decision::Deny(_)));
+        assert!(matches!(
+            decide(Some(&list(&["cn:x"])), None, "route"),
+            Decision::Deny(_)
+        ));
     }
 }

@@ -14,18 +14,23 @@ pub const BIG: usize = 32 * 1024;
 /// How many free buffers of each size a worker keeps.
 const KEEP: usize = 512;
 
+/// Free small and big buffers.
+type Pools = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 thread_local! {
-    static POOL: RefCell<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static POOL: RefCell<Pools> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// An empty buffer with capacity `SMALL`.
 pub fn small() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().0.pop()).unwrap_or_else(|| Vec::with_capacity(SMALL))
+    POOL.with(|p| p.borrow_mut().0.pop())
+        .unwrap_or_else(|| Vec::with_capacity(SMALL))
 }
 
 /// An empty buffer with capacity at least `BIG`.
 pub fn big() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().1.pop()).unwrap_or_else(|| Vec::with_capacity(BIG))
+    POOL.with(|p| p.borrow_mut().1.pop())
+        .unwrap_or_else(|| Vec::with_capacity(BIG))
 }
 
 /// Returns a buffer to the pool (cleared); odd sizes are dropped.

@@ -78,7 +78,9 @@ impl PeerId {
 
     /// A short label for logs: the first URI SAN, else the subject.
     pub fn label(&self) -> &str {
-        self.uris.first().map_or(self.subject.as_str(), String::as_str)
+        self.uris
+            .first()
+            .map_or(self.subject.as_str(), String::as_str)
     }
 }
 

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "mtlsgate", version, about = "Mutual-TLS gateway for B2B APIs (io_uring, thread-per-core)")]
+#[command(
+    name = "mtlsgate",
+    version,
+    about = "Mutual-TLS gateway for B2B APIs (io_uring, thread-per-core)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -47,7 +51,10 @@ fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -61,7 +68,11 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);
-            mtlsgate::demo::run(&mtlsgate::demo::DemoOpts { dir: &dir, port, admin })
+            mtlsgate::demo::run(&mtlsgate::demo::DemoOpts {
+                dir: &dir,
+                port,
+                admin,
+            })
         }
     };
     match result {
@@ -101,7 +112,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     for u in cfg.upstreams.values() {
         let addrs: Vec<String> = u.addrs.iter().map(|a| a.to_string()).collect();
-        println!("upstream {:?}: {} tls={}", u.name, addrs.join(","), u.tls.is_some());
+        println!(
+            "upstream {:?}: {} tls={}",
+            u.name,
+            addrs.join(","),
+            u.tls.is_some()
+        );
     }
     for line in &gw.summary {
         println!("  {line}");

@@ -227,7 +227,9 @@ impl Validator<'_> {
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(o) => return Err(self.err("log_format", format!("{o:?}: use \"text\" or \"json\""))),
+            Some(o) => {
+                return Err(self.err("log_format", format!("{o:?}: use \"text\" or \"json\"")))
+            }
         };
         let mut upstreams = BTreeMap::new();
         for (name, u) in raw.upstream {
@@ -248,11 +250,17 @@ impl Validator<'_> {
             if !binds.insert(l.bind) {
                 return Err(self.err(
                     format!("listener[{i}].bind"),
-                    format!("duplicate bind address {} (used by another listener or admin)", l.bind),
+                    format!(
+                        "duplicate bind address {} (used by another listener or admin)",
+                        l.bind
+                    ),
                 ));
             }
             if !names.insert(l.name.clone()) {
-                return Err(self.err(format!("listener[{i}].name"), format!("duplicate listener name {:?}", l.name)));
+                return Err(self.err(
+                    format!("listener[{i}].name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
             }
             listeners.push(l);
         }
@@ -325,10 +333,17 @@ impl Validator<'_> {
             if ups.contains_key(u) {
                 Ok(u.to_string())
             } else {
-                Err(self.err(k, format!("unknown upstream {u:?} (no [upstream.{u}] section)")))
+                Err(self.err(
+                    k,
+                    format!("unknown upstream {u:?} (no [upstream.{u}] section)"),
+                ))
             }
         };
-        let upstream = l.upstream.as_deref().map(|u| known(key("upstream"), u)).transpose()?;
+        let upstream = l
+            .upstream
+            .as_deref()
+            .map(|u| known(key("upstream"), u))
+            .transpose()?;
         let allow = self.allow(&key("allow"), l.allow)?;
         let mut routes = Vec::new();
         for (j, r) in l.route.into_iter().enumerate() {
@@ -341,9 +356,9 @@ impl Validator<'_> {
             }
             let up = match r.upstream.as_deref() {
                 Some(u) => known(rk("upstream"), u)?,
-                None => upstream
-                    .clone()
-                    .ok_or_else(|| self.err(rk("upstream"), "no upstream here and none on the listener"))?,
+                None => upstream.clone().ok_or_else(|| {
+                    self.err(rk("upstream"), "no upstream here and none on the listener")
+                })?,
             };
             routes.push(RouteConfig {
                 path_prefix: r.path_prefix.trim_end_matches('/').to_string(),
@@ -351,10 +366,11 @@ impl Validator<'_> {
                 allow: self.allow(&rk("allow"), r.allow)?,
             });
         }
-        if upstream.is_none() && (mode == Mode::Tcp || !routes.iter().any(|r| r.path_prefix.is_empty())) {
-            if mode == Mode::Tcp || routes.is_empty() {
-                return Err(self.err(key("upstream"), "missing: every listener needs a default upstream"));
-            }
+        if upstream.is_none() && (mode == Mode::Tcp || routes.is_empty()) {
+            return Err(self.err(
+                key("upstream"),
+                "missing: this listener needs a default upstream",
+            ));
         }
         let max_connections = l.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
@@ -392,7 +408,11 @@ impl Validator<'_> {
         let key = |k: &str| format!("listener[{i}].tls.{k}");
         let mut certs = Vec::new();
         match (t.cert, t.key) {
-            (Some(c), Some(k)) => certs.push(CertEntry { cert: self.path(&c), key: self.path(&k), sni: vec![] }),
+            (Some(c), Some(k)) => certs.push(CertEntry {
+                cert: self.path(&c),
+                key: self.path(&k),
+                sni: vec![],
+            }),
             (None, None) => {}
             _ => return Err(self.err(key("cert"), "cert and key must be given together")),
         }
@@ -404,27 +424,51 @@ impl Validator<'_> {
             });
         }
         if certs.is_empty() {
-            return Err(self.err(key("cert"), "missing: give cert and key, or [[listener.tls.certs]]"));
+            return Err(self.err(
+                key("cert"),
+                "missing: give cert and key, or [[listener.tls.certs]]",
+            ));
         }
         let client_auth_required = match t.client_auth.as_deref() {
             None | Some("required") => true,
             Some("optional") => false,
-            Some(o) => return Err(self.err(key("client_auth"), format!("{o:?}: use \"required\" or \"optional\""))),
+            Some(o) => {
+                return Err(self.err(
+                    key("client_auth"),
+                    format!("{o:?}: use \"required\" or \"optional\""),
+                ))
+            }
         };
         if t.client_ca.is_none() {
-            return Err(self.err(key("client_ca"), "missing: mTLS needs the CA bundle that signs partner certificates"));
+            return Err(self.err(
+                key("client_ca"),
+                "missing: mTLS needs the CA bundle that signs partner certificates",
+            ));
         }
         let crl_check = match t.crl_check.as_deref() {
             None | Some("chain") => CrlCheck::Chain,
             Some("leaf") => CrlCheck::Leaf,
-            Some(o) => return Err(self.err(key("crl_check"), format!("{o:?}: use \"chain\" or \"leaf\""))),
+            Some(o) => {
+                return Err(self.err(
+                    key("crl_check"),
+                    format!("{o:?}: use \"chain\" or \"leaf\""),
+                ))
+            }
         };
         let (mut tls13, mut tls12) = (false, false);
-        for v in t.versions.unwrap_or_else(|| vec!["1.3".into(), "1.2".into()]) {
+        for v in t
+            .versions
+            .unwrap_or_else(|| vec!["1.3".into(), "1.2".into()])
+        {
             match v.as_str() {
                 "1.3" => tls13 = true,
                 "1.2" => tls12 = true,
-                o => return Err(self.err(key("versions"), format!("{o:?}: use \"1.3\" and/or \"1.2\""))),
+                o => {
+                    return Err(self.err(
+                        key("versions"),
+                        format!("{o:?}: use \"1.3\" and/or \"1.2\""),
+                    ))
+                }
             }
         }
         if !tls13 && !tls12 {
@@ -448,7 +492,12 @@ impl Validator<'_> {
     }
 }
 
-fn nonzero(v: &Validator<'_>, key: &str, d: Option<Duration>, default_secs: u64) -> Result<Duration, ConfigError> {
+fn nonzero(
+    v: &Validator<'_>,
+    key: &str,
+    d: Option<Duration>,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
     match d {
         None => Ok(Duration::from_secs(default_secs)),
         Some(d) if d.is_zero() => Err(v.err(key, "must be greater than zero")),

@@ -12,13 +12,17 @@ use std::time::Duration;
 pub fn spawn(addr: SocketAddr) -> io::Result<SocketAddr> {
     let l = TcpListener::bind(addr)?;
     let local = l.local_addr()?;
-    std::thread::Builder::new().name("echo-upstream".into()).spawn(move || {
-        for s in l.incoming().flatten() {
-            let _ = std::thread::Builder::new().name("echo-conn".into()).spawn(move || {
-                let _ = serve(s);
-            });
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("echo-upstream".into())
+        .spawn(move || {
+            for s in l.incoming().flatten() {
+                let _ = std::thread::Builder::new()
+                    .name("echo-conn".into())
+                    .spawn(move || {
+                        let _ = serve(s);
+                    });
+            }
+        })?;
     Ok(local)
 }
 
@@ -31,8 +35,15 @@ fn serve(mut s: TcpStream) -> io::Result<()> {
         let (text, body_kind, n) = loop {
             let mut hs = [httparse::EMPTY_HEADER; 128];
             let mut req = httparse::Request::new(&mut hs);
-            if let httparse::Status::Complete(n) = req.parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
-                let mut text = format!("method: {}\npath: {}\n", req.method.unwrap_or(""), req.path.unwrap_or(""));
+            if let httparse::Status::Complete(n) = req
+                .parse(&buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                let mut text = format!(
+                    "method: {}\npath: {}\n",
+                    req.method.unwrap_or(""),
+                    req.path.unwrap_or("")
+                );
                 let mut kind = None;
                 for h in req.headers.iter() {
                     let v = String::from_utf8_lossy(h.value);
@@ -94,8 +105,14 @@ fn serve(mut s: TcpStream) -> io::Result<()> {
                 buf.extend_from_slice(&chunk[..r]);
             },
         }
-        let body = format!("{text}body-bytes: {total}\nbody-sha256: {}\n", hex(ctx.finish().as_ref()));
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+        let body = format!(
+            "{text}body-bytes: {total}\nbody-sha256: {}\n",
+            hex(ctx.finish().as_ref())
+        );
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
         s.write_all(head.as_bytes())?;
         s.write_all(body.as_bytes())?;
     }

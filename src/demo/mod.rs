@@ -89,7 +89,9 @@ pub fn run(o: &DemoOpts<'_>) -> anyhow::Result<()> {
     let d = o.dir.display();
     println!("mtlsgate demo: PKI and config in {d}/, echo upstream on {upstream}");
     println!();
-    println!("A partner that gets through (the echo shows the x-forwarded-client-cert it received):");
+    println!(
+        "A partner that gets through (the echo shows the x-forwarded-client-cert it received):"
+    );
     println!("  curl --cacert {d}/ca.crt --cert {d}/partner-a.crt --key {d}/partner-a.key https://localhost:{}/hello", o.port);
     println!();
     println!("A partner whose certificate is revoked (refused during the handshake):");

@@ -2,9 +2,9 @@
 //! partner certificates, CRLs. Generated at run time; nothing is committed.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use std::cell::Cell;
 use time::{Duration, OffsetDateTime};
@@ -36,7 +36,10 @@ pub struct ClientSpec {
 
 impl ClientSpec {
     pub fn named(cn: &str) -> Self {
-        ClientSpec { dn: vec![(DnType::CommonName, cn.to_string())], ..Default::default() }
+        ClientSpec {
+            dn: vec![(DnType::CommonName, cn.to_string())],
+            ..Default::default()
+        }
     }
     pub fn uri(mut self, u: &str) -> Self {
         self.uris.push(u.to_string());
@@ -78,7 +81,11 @@ impl Ca {
         dn.push(DnType::CommonName, cn);
         p.distinguished_name = dn;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         p.key_identifier_method = KeyIdMethod::Sha256;
         validity(&mut p, false);
         let cert = p.self_signed(&k)?;
@@ -102,14 +109,23 @@ impl Ca {
         p.use_authority_key_identifier_extension = true;
         let k = key(rsa)?;
         let cert = p.signed_by(&k, &self.issuer)?;
-        Ok(Leaf { cert_pem: cert.pem(), key_pem: k.serialize_pem(), der: cert.der().to_vec(), serial })
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: k.serialize_pem(),
+            der: cert.der().to_vec(),
+            serial,
+        })
     }
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn server(&self, names: &[&str], rsa: bool) -> Result<Leaf, Error> {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let mut p =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+        dn.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         p.distinguished_name = dn;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut p, false);
@@ -125,10 +141,12 @@ impl Ca {
         }
         p.distinguished_name = dn;
         for u in &spec.uris {
-            p.subject_alt_names.push(SanType::URI(u.as_str().try_into()?));
+            p.subject_alt_names
+                .push(SanType::URI(u.as_str().try_into()?));
         }
         for d in &spec.dns {
-            p.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
+            p.subject_alt_names
+                .push(SanType::DnsName(d.as_str().try_into()?));
         }
         p.extended_key_usages = if spec.server_eku_only {
             vec![ExtendedKeyUsagePurpose::ServerAuth]

@@ -5,10 +5,18 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 
-const QUANTILES: [(f64, &str); 5] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999"), (1.0, "1")];
+const QUANTILES: [(f64, &str); 5] = [
+    (0.5, "0.5"),
+    (0.9, "0.9"),
+    (0.99, "0.99"),
+    (0.999, "0.999"),
+    (1.0, "1"),
+];
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn prometheus(names: &[String], snap: &Snapshot) -> String {
@@ -19,60 +27,115 @@ pub fn prometheus(names: &[String], snap: &Snapshot) -> String {
     let _ = writeln!(w, "# HELP mtlsgate_handshakes_total Completed TLS handshakes.\n# TYPE mtlsgate_handshakes_total counter");
     for (n, s) in names.iter().zip(&merged) {
         let n = esc(n);
-        let _ = writeln!(w, "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"full\"}} {}", s.hs_full.len());
-        let _ = writeln!(w, "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"resumed\"}} {}", s.hs_resumed.len());
+        let _ = writeln!(
+            w,
+            "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"full\"}} {}",
+            s.hs_full.len()
+        );
+        let _ = writeln!(
+            w,
+            "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"resumed\"}} {}",
+            s.hs_resumed.len()
+        );
     }
     let _ = writeln!(w, "# HELP mtlsgate_handshake_duration_seconds Accept to handshake complete.\n# TYPE mtlsgate_handshake_duration_seconds summary");
     for (n, s) in names.iter().zip(&merged) {
         let n = esc(n);
         for (kind, h) in [("full", &s.hs_full), ("resumed", &s.hs_resumed)] {
             for (q, qs) in QUANTILES {
-                let v = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e6 };
+                let v = if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(q) as f64 / 1e6
+                };
                 let _ = writeln!(w, "mtlsgate_handshake_duration_seconds{{listener=\"{n}\",kind=\"{kind}\",quantile=\"{qs}\"}} {v}");
             }
             let sum = h.mean() * h.len() as f64 / 1e6;
-            let _ = writeln!(w, "mtlsgate_handshake_duration_seconds_sum{{listener=\"{n}\",kind=\"{kind}\"}} {sum}");
-            let _ = writeln!(w, "mtlsgate_handshake_duration_seconds_count{{listener=\"{n}\",kind=\"{kind}\"}} {}", h.len());
+            let _ = writeln!(
+                w,
+                "mtlsgate_handshake_duration_seconds_sum{{listener=\"{n}\",kind=\"{kind}\"}} {sum}"
+            );
+            let _ = writeln!(
+                w,
+                "mtlsgate_handshake_duration_seconds_count{{listener=\"{n}\",kind=\"{kind}\"}} {}",
+                h.len()
+            );
         }
     }
     let _ = writeln!(w, "# HELP mtlsgate_handshake_failures_total Refused or failed handshakes by reason.\n# TYPE mtlsgate_handshake_failures_total counter");
     for (n, s) in names.iter().zip(&merged) {
         for (r, c) in &s.failures {
-            let _ = writeln!(w, "mtlsgate_handshake_failures_total{{listener=\"{}\",reason=\"{r}\"}} {c}", esc(n));
+            let _ = writeln!(
+                w,
+                "mtlsgate_handshake_failures_total{{listener=\"{}\",reason=\"{r}\"}} {c}",
+                esc(n)
+            );
         }
     }
     let _ = writeln!(w, "# TYPE mtlsgate_tls_version_total counter");
     for (n, s) in names.iter().zip(&merged) {
         for (v, c) in &s.versions {
-            let _ = writeln!(w, "mtlsgate_tls_version_total{{listener=\"{}\",version=\"{v}\"}} {c}", esc(n));
+            let _ = writeln!(
+                w,
+                "mtlsgate_tls_version_total{{listener=\"{}\",version=\"{v}\"}} {c}",
+                esc(n)
+            );
         }
     }
     let _ = writeln!(w, "# TYPE mtlsgate_connections_accepted_total counter");
     for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(w, "mtlsgate_connections_accepted_total{{listener=\"{}\"}} {}", esc(n), s.accepted);
+        let _ = writeln!(
+            w,
+            "mtlsgate_connections_accepted_total{{listener=\"{}\"}} {}",
+            esc(n),
+            s.accepted
+        );
     }
     let _ = writeln!(w, "# TYPE mtlsgate_connections_active gauge");
     for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(w, "mtlsgate_connections_active{{listener=\"{}\"}} {}", esc(n), s.active);
+        let _ = writeln!(
+            w,
+            "mtlsgate_connections_active{{listener=\"{}\"}} {}",
+            esc(n),
+            s.active
+        );
     }
     let _ = writeln!(w, "# TYPE mtlsgate_connections_rejected_total counter");
     for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(w, "mtlsgate_connections_rejected_total{{listener=\"{}\",reason=\"max_connections\"}} {}", esc(n), s.rejected_limit);
+        let _ = writeln!(
+            w,
+            "mtlsgate_connections_rejected_total{{listener=\"{}\",reason=\"max_connections\"}} {}",
+            esc(n),
+            s.rejected_limit
+        );
     }
     let _ = writeln!(w, "# TYPE mtlsgate_policy_denied_total counter");
     for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(w, "mtlsgate_policy_denied_total{{listener=\"{}\"}} {}", esc(n), s.denied);
+        let _ = writeln!(
+            w,
+            "mtlsgate_policy_denied_total{{listener=\"{}\"}} {}",
+            esc(n),
+            s.denied
+        );
     }
     let _ = writeln!(w, "# TYPE mtlsgate_requests_total counter");
     for (n, s) in names.iter().zip(&merged) {
         for (code, c) in &s.requests {
-            let _ = writeln!(w, "mtlsgate_requests_total{{listener=\"{}\",code=\"{code}\"}} {c}", esc(n));
+            let _ = writeln!(
+                w,
+                "mtlsgate_requests_total{{listener=\"{}\",code=\"{code}\"}} {c}",
+                esc(n)
+            );
         }
     }
     let _ = writeln!(w, "# TYPE mtlsgate_upstream_errors_total counter");
     for (n, s) in names.iter().zip(&merged) {
         for (k, c) in &s.upstream_errors {
-            let _ = writeln!(w, "mtlsgate_upstream_errors_total{{listener=\"{}\",kind=\"{k}\"}} {c}", esc(n));
+            let _ = writeln!(
+                w,
+                "mtlsgate_upstream_errors_total{{listener=\"{}\",kind=\"{k}\"}} {c}",
+                esc(n)
+            );
         }
     }
     let _ = writeln!(w, "# TYPE mtlsgate_worker_handshakes_total counter");

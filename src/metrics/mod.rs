@@ -91,7 +91,11 @@ impl Shard {
     pub fn handshake(&self, took: Duration, resumed: bool, version: &'static str) {
         let us = (took.as_micros() as u64).clamp(1, 60_000_000);
         self.with(|s| {
-            let h = if resumed { &mut s.hs_resumed } else { &mut s.hs_full };
+            let h = if resumed {
+                &mut s.hs_resumed
+            } else {
+                &mut s.hs_full
+            };
             h.saturating_record(us);
             *s.versions.entry(version).or_default() += 1;
         });
@@ -126,7 +130,10 @@ impl Shards {
     }
 
     pub fn listener(&self, idx: usize) -> Shard {
-        Shard { inner: self.inner.clone(), idx }
+        Shard {
+            inner: self.inner.clone(),
+            idx,
+        }
     }
 
     /// Answers snapshot requests from the admin thread until it goes away.

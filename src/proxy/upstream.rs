@@ -39,7 +39,14 @@ impl UpConn {
     fn looks_alive(&self) -> bool {
         let mut b = [0u8; 1];
         // SAFETY: fd is a valid open socket owned by `self`; `b` is a live 1-byte buffer.
-        let n = unsafe { libc::recv(self.fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
         n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 }
@@ -202,13 +209,18 @@ impl Pool {
     pub async fn get(self: &Rc<Self>, fresh: bool) -> Result<Lease, UpError> {
         let wait_until = Instant::now() + self.ctx.cfg.connect_timeout;
         loop {
-            while !fresh {
-                let Some(c) = self.idle.borrow_mut().pop() else { break };
-                if c.looks_alive() {
-                    return Ok(Lease { pool: self.clone(), conn: Some(c), reused: true });
+            if !fresh {
+                while let Some(c) = self.idle.borrow_mut().pop() {
+                    if c.looks_alive() {
+                        return Ok(Lease {
+                            pool: self.clone(),
+                            conn: Some(c),
+                            reused: true,
+                        });
+                    }
+                    c.abort();
+                    self.open.set(self.open.get() - 1);
                 }
-                c.abort();
-                self.open.set(self.open.get() - 1);
             }
             if fresh {
                 // A retry must not wait behind idle ones it will not use: drop one.
@@ -224,7 +236,11 @@ impl Pool {
                 let start = self.next_addr.get();
                 self.next_addr.set(start.wrapping_add(1));
                 return match connect(&self.ctx, start).await {
-                    Ok(c) => Ok(Lease { pool: self.clone(), conn: Some(c), reused: false }),
+                    Ok(c) => Ok(Lease {
+                        pool: self.clone(),
+                        conn: Some(c),
+                        reused: false,
+                    }),
                     Err(e) => {
                         self.open.set(self.open.get() - 1);
                         self.freed.notify_one();

@@ -58,7 +58,10 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     let failed = match hs {
         Err(_) => {
             tls.abort();
-            Some(("timeout", "no complete handshake within handshake_timeout".to_string()))
+            Some((
+                "timeout",
+                "no complete handshake within handshake_timeout".to_string(),
+            ))
         }
         Ok(Err(e)) => Some((tls::reason(&e), e.to_string())),
         Ok(Ok(())) => None,
@@ -73,14 +76,22 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         Err(reason) => {
             // A resumed session whose certificate no longer verifies (revoked, expired).
             shard.failure(reason);
-            log_refused(&w, &lc.cfg.name, addr, reason, "resumed session's client certificate no longer verifies");
+            log_refused(
+                &w,
+                &lc.cfg.name,
+                addr,
+                reason,
+                "resumed session's client certificate no longer verifies",
+            );
             let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
             return;
         }
     };
     shard.handshake(start.elapsed(), session.resumed, session.version);
     if lc.cfg.mode == Mode::Tcp {
-        if let Decision::Deny(why) = authz::decide(lc.cfg.allow.as_ref(), session.peer.as_ref(), "listener") {
+        if let Decision::Deny(why) =
+            authz::decide(lc.cfg.allow.as_ref(), session.peer.as_ref(), "listener")
+        {
             shard.with(|s| s.denied += 1);
             tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |p| p.subject.as_str()), reason = %why, "connection denied by policy");
             let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;

@@ -7,7 +7,12 @@ use std::net::SocketAddr;
 
 /// Binds `count` SO_REUSEPORT sockets on `addr`. With port 0 the first socket's
 /// port is reused for the rest, so all workers share one port.
-pub fn bind_all(addr: SocketAddr, count: usize, backlog: u32, nodelay: bool) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_all(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+    nodelay: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -15,7 +20,8 @@ pub fn bind_all(addr: SocketAddr, count: usize, backlog: u32, nodelay: bool) -> 
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         if addr.is_ipv6() {
-            s.set_only_v6(false).or_else(|_| Ok::<(), io::Error>(()))?;
+            // Dual-stack where the system allows it; v6-only otherwise.
+            let _ = s.set_only_v6(false);
         }
         s.set_tcp_nodelay(nodelay)?;
         s.bind(&addr.into())?;

@@ -11,7 +11,12 @@ pub struct LogLimit {
 
 impl LogLimit {
     pub fn new(per_sec: u32) -> Self {
-        LogLimit { per_sec, window: Instant::now(), used: 0, suppressed: 0 }
+        LogLimit {
+            per_sec,
+            window: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
     }
 
     /// `Some(n)` when this event may be logged, `n` being how many were dropped

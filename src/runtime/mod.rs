@@ -57,23 +57,38 @@ impl Gateway {
             let tls = match &u.tls {
                 Some(t) => {
                     let ut = crate::tls::client::build(file, &u.name, t)?;
-                    summary.extend(ut.summary.iter().map(|s| format!("upstream {}: {s}", u.name)));
+                    summary.extend(
+                        ut.summary
+                            .iter()
+                            .map(|s| format!("upstream {}: {s}", u.name)),
+                    );
                     Some(ut)
                 }
                 None => None,
             };
-            upstreams.push(Arc::new(UpstreamCtx { cfg: u.clone(), tls }));
+            upstreams.push(Arc::new(UpstreamCtx {
+                cfg: u.clone(),
+                tls,
+            }));
         }
         let index = |name: &str| names.iter().position(|n| n.as_str() == name);
         let mut listeners = Vec::new();
         for (idx, l) in cfg.listeners.iter().enumerate() {
             let tls = crate::tls::server::build(file, idx, l)?;
-            summary.extend(tls.summary.iter().map(|s| format!("listener {}: {s}", l.name)));
+            summary.extend(
+                tls.summary
+                    .iter()
+                    .map(|s| format!("listener {}: {s}", l.name)),
+            );
             let routes = l
                 .routes
                 .iter()
                 .filter_map(|r| {
-                    Some(Route { prefix: r.path_prefix.clone(), upstream: index(&r.upstream)?, allow: r.allow.clone() })
+                    Some(Route {
+                        prefix: r.path_prefix.clone(),
+                        upstream: index(&r.upstream)?,
+                        allow: r.allow.clone(),
+                    })
                 })
                 .collect();
             listeners.push(ListenerCtx {
@@ -109,7 +124,10 @@ struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let r = self.result.take().unwrap_or_else(|| Err("worker panicked".into()));
+        let r = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err("worker panicked".into()));
         let _ = self.tx.send(Event::WorkerExit(self.id, r));
     }
 }
@@ -121,14 +139,22 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     // Bind everything first so address errors surface before any thread starts.
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
     for l in &gw.listeners {
-        let socks = listen::bind_all(l.cfg.bind, n, l.cfg.backlog, l.cfg.nodelay)
-            .map_err(|e| anyhow::anyhow!("listener {:?}: cannot listen on {}: {e}", l.cfg.name, l.cfg.bind))?;
+        let socks = listen::bind_all(l.cfg.bind, n, l.cfg.backlog, l.cfg.nodelay).map_err(|e| {
+            anyhow::anyhow!(
+                "listener {:?}: cannot listen on {}: {e}",
+                l.cfg.name,
+                l.cfg.bind
+            )
+        })?;
         for (w, s) in per_worker.iter_mut().zip(socks) {
             w.push(s);
         }
     }
     let admin = match gw.admin {
-        Some(a) => Some(std::net::TcpListener::bind(a).map_err(|e| anyhow::anyhow!("admin: cannot listen on {a}: {e}"))?),
+        Some(a) => Some(
+            std::net::TcpListener::bind(a)
+                .map_err(|e| anyhow::anyhow!("admin: cannot listen on {a}: {e}"))?,
+        ),
         None => None,
     };
     let (tx, rx) = mpsc::channel();
@@ -138,23 +164,41 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     for (id, socks) in per_worker.into_iter().enumerate() {
         let (mtx, mrx) = tokio::sync::mpsc::unbounded_channel();
         metric_txs.push(mtx);
-        let core = if cores.is_empty() { None } else { Some(cores[id % cores.len()]) };
+        let core = if cores.is_empty() {
+            None
+        } else {
+            Some(cores[id % cores.len()])
+        };
         let (gw, stop_rx, tx) = (gw.clone(), stop_rx.clone(), tx.clone());
         std::thread::Builder::new()
             .name(format!("mtlsgate-w{id}"))
             .spawn(move || {
-                let mut guard = ExitGuard { id, tx, result: None };
+                let mut guard = ExitGuard {
+                    id,
+                    tx,
+                    result: None,
+                };
                 guard.result = Some(worker::run(id, core, gw, socks, stop_rx, mrx));
             })
             .map_err(|e| anyhow::anyhow!("cannot start worker thread: {e}"))?;
     }
     if let Some(a) = admin {
         let names = gw.listeners.iter().map(|l| l.cfg.name.clone()).collect();
-        crate::admin::spawn(a, Registry { listener_names: names, workers: metric_txs })?;
+        crate::admin::spawn(
+            a,
+            Registry {
+                listener_names: names,
+                workers: metric_txs,
+            },
+        )?;
     }
     let sig_tx = tx.clone();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP])
-        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("mtlsgate-signals".into())
         .spawn(move || {
@@ -178,7 +222,10 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 tracing::warn!("SIGHUP received: live reload is not supported in this version; restart the gateway to apply changes");
             }
             Ok(Event::Signal(s)) => {
-                tracing::info!(signal = s, "shutting down: no new connections, draining in-flight ones");
+                tracing::info!(
+                    signal = s,
+                    "shutting down: no new connections, draining in-flight ones"
+                );
                 let _ = stop_tx.send(true);
                 break;
             }

@@ -57,7 +57,12 @@ pub fn run(
     rt.block_on(async move {
         let shards = Shards::new(gw.listeners.len());
         tokio_uring::spawn(shards.clone().serve(metrics_rx));
-        let pools = Rc::new(gw.upstreams.iter().map(|u| Pool::new(u.clone())).collect::<Vec<_>>());
+        let pools = Rc::new(
+            gw.upstreams
+                .iter()
+                .map(|u| Pool::new(u.clone()))
+                .collect::<Vec<_>>(),
+        );
         let w = Rc::new(WorkerCtx {
             active: gw.listeners.iter().map(|_| Cell::new(0)).collect(),
             gw,
@@ -86,7 +91,9 @@ pub fn run(
             let _ = t.await;
         }
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while w.active.iter().map(Cell::get).sum::<usize>() > 0 && tokio::time::Instant::now() < deadline {
+        while w.active.iter().map(Cell::get).sum::<usize>() > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())

@@ -17,10 +17,23 @@ pub struct UpstreamTls {
 pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamTls, ConfigError> {
     let key = format!("upstream.{name}.tls");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let (roots, infos) = material::roots(&Ctx { file, key: format!("{key}.ca") }, &t.ca)?;
+    let (roots, infos) = material::roots(
+        &Ctx {
+            file,
+            key: format!("{key}.ca"),
+        },
+        &t.ca,
+    )?;
     let mut summary: Vec<String> = infos
         .iter()
-        .map(|i| format!("origin CA {}: {} (valid until {})", t.ca.display(), i.subject, material::fmt_time(i.not_after)))
+        .map(|i| {
+            format!(
+                "origin CA {}: {} (valid until {})",
+                t.ca.display(),
+                i.subject,
+                material::fmt_time(i.not_after)
+            )
+        })
         .collect();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -28,15 +41,32 @@ pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamT
         .with_root_certificates(roots);
     let mut config = match (&t.cert, &t.key) {
         (Some(c), Some(k)) => {
-            let ctx = Ctx { file, key: format!("{key}.cert") };
+            let ctx = Ctx {
+                file,
+                key: format!("{key}.cert"),
+            };
             let (ck, info) = material::certified_key(&ctx, &provider, c, k)?;
-            summary.push(format!("gateway client cert {}: {} (valid until {})", c.display(), info.subject, material::fmt_time(info.not_after)));
+            summary.push(format!(
+                "gateway client cert {}: {} (valid until {})",
+                c.display(),
+                info.subject,
+                material::fmt_time(info.not_after)
+            ));
             builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)))
         }
         _ => builder.with_no_client_auth(),
     };
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    let server_name = ServerName::try_from(t.server_name.clone())
-        .map_err(|e| ConfigError::new(file, format!("{key}.server_name"), format!("{:?}: {e}", t.server_name)))?;
-    Ok(UpstreamTls { config: Arc::new(config), server_name, summary })
+    let server_name = ServerName::try_from(t.server_name.clone()).map_err(|e| {
+        ConfigError::new(
+            file,
+            format!("{key}.server_name"),
+            format!("{:?}: {e}", t.server_name),
+        )
+    })?;
+    Ok(UpstreamTls {
+        config: Arc::new(config),
+        server_name,
+        summary,
+    })
 }

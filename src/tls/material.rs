@@ -43,7 +43,8 @@ pub fn certs(ctx: &Ctx<'_>, path: &Path) -> Result<Vec<CertificateDer<'static>>,
 
 pub fn private_key(ctx: &Ctx<'_>, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let data = read(ctx, path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| ctx.err(path, format!("no usable private key: {e}")))
+    PrivateKeyDer::from_pem_slice(&data)
+        .map_err(|e| ctx.err(path, format!("no usable private key: {e}")))
 }
 
 /// A chain and its key, checked to match and to be currently valid.
@@ -57,10 +58,16 @@ pub fn certified_key(
     let info = cert_info(&chain[0]).map_err(|e| ctx.err(cert, e))?;
     let now = now_secs();
     if info.not_after < now {
-        return Err(ctx.err(cert, format!("certificate expired on {}", fmt_time(info.not_after))));
+        return Err(ctx.err(
+            cert,
+            format!("certificate expired on {}", fmt_time(info.not_after)),
+        ));
     }
     if info.not_before > now {
-        return Err(ctx.err(cert, format!("certificate not valid before {}", fmt_time(info.not_before))));
+        return Err(ctx.err(
+            cert,
+            format!("certificate not valid before {}", fmt_time(info.not_before)),
+        ));
     }
     let der = private_key(ctx, key)?;
     let signing = provider
@@ -68,12 +75,19 @@ pub fn certified_key(
         .load_private_key(der)
         .map_err(|e| ctx.err(key, format!("unsupported private key: {e}")))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match()
-        .map_err(|_| ctx.err(key, format!("key does not match certificate {}", cert.display())))?;
+    ck.keys_match().map_err(|_| {
+        ctx.err(
+            key,
+            format!("key does not match certificate {}", cert.display()),
+        )
+    })?;
     Ok((Arc::new(ck), info))
 }
 
-pub fn roots(ctx: &Ctx<'_>, path: &Path) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), ConfigError> {
+pub fn roots(
+    ctx: &Ctx<'_>,
+    path: &Path,
+) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), ConfigError> {
     let mut store = RootCertStore::empty();
     let mut infos = Vec::new();
     for c in certs(ctx, path)? {
@@ -86,7 +100,10 @@ pub fn roots(ctx: &Ctx<'_>, path: &Path) -> Result<(Arc<RootCertStore>, Vec<Cert
 }
 
 /// CRLs in PEM (`X509 CRL`) or a single DER CRL.
-pub fn crls(ctx: &Ctx<'_>, path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+pub fn crls(
+    ctx: &Ctx<'_>,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
     let data = read(ctx, path)?;
     if !data.starts_with(b"-----") {
         return Ok(vec![CertificateRevocationListDer::from(data)]);

@@ -28,12 +28,17 @@ pub fn tls_reason(e: &Error) -> &'static str {
         Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => "unknown_ca",
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
             CertificateError::Revoked => "revoked",
             CertificateError::BadSignature => "bad_signature",
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "bad_eku"
+            }
             CertificateError::UnknownRevocationStatus => "unknown_revocation",
-            CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => "stale_crl",
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => "stale_crl",
             _ => "bad_cert",
         },
         Error::AlertReceived(_) => "alert_received",
@@ -52,7 +57,10 @@ pub struct Session {
 /// Reads the outcome of a completed handshake and, for a resumed one, re-runs
 /// the listener's client verifier on the restored chain (expiry, CRL): rustls
 /// does not re-verify it, and a partner revoked since must not slip in.
-pub fn session(conn: &ServerConnection, verifier: &dyn ClientCertVerifier) -> Result<Session, &'static str> {
+pub fn session(
+    conn: &ServerConnection,
+    verifier: &dyn ClientCertVerifier,
+) -> Result<Session, &'static str> {
     let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
@@ -70,5 +78,9 @@ pub fn session(conn: &ServerConnection, verifier: &dyn ClientCertVerifier) -> Re
         }
         _ => None,
     };
-    Ok(Session { resumed, version, peer })
+    Ok(Session {
+        resumed,
+        version,
+        peer,
+    })
 }

@@ -5,7 +5,9 @@ use super::material::{self, CertInfo, Ctx};
 use crate::config::{ConfigError, CrlCheck, ListenerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::path::Path;
@@ -53,9 +55,13 @@ impl ResolvesServerCert for CertResolver {
                 .collect(),
             None => Vec::new(),
         };
-        let pool: Vec<&Entry> = if named.is_empty() { self.entries.iter().collect() } else { named };
+        let pool: Vec<&Entry> = if named.is_empty() {
+            self.entries.iter().collect()
+        } else {
+            named
+        };
         if pool.len() == 1 {
-            return Some(pool[0].key.clone());
+            return Some(pool[0].key.clone()); // ok: len checked just above
         }
         pool.iter()
             .find(|e| e.key.key.choose_scheme(schemes).is_some())
@@ -78,19 +84,29 @@ pub fn provider(
         for g in groups {
             let found = all.iter().find(|k| {
                 let n = format!("{:?}", k.name());
-                n.eq_ignore_ascii_case(g) || (g.eq_ignore_ascii_case("p-256") && n == "secp256r1")
+                n.eq_ignore_ascii_case(g)
+                    || (g.eq_ignore_ascii_case("p-256") && n == "secp256r1")
                     || (g.eq_ignore_ascii_case("p-384") && n == "secp384r1")
             });
             match found {
                 Some(k) => chosen.push(*k),
                 None => {
-                    let names: Vec<String> = all.iter().map(|k| format!("{:?}", k.name())).collect();
-                    return Err(ConfigError::new(file, format!("{key}.groups"), format!("unknown group {g:?}; known: {}", names.join(", "))));
+                    let names: Vec<String> =
+                        all.iter().map(|k| format!("{:?}", k.name())).collect();
+                    return Err(ConfigError::new(
+                        file,
+                        format!("{key}.groups"),
+                        format!("unknown group {g:?}; known: {}", names.join(", ")),
+                    ));
                 }
             }
         }
         if chosen.is_empty() {
-            return Err(ConfigError::new(file, format!("{key}.groups"), "must not be empty"));
+            return Err(ConfigError::new(
+                file,
+                format!("{key}.groups"),
+                "must not be empty",
+            ));
         }
         p.kx_groups = chosen;
     }
@@ -98,16 +114,28 @@ pub fn provider(
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
         let mut chosen = Vec::new();
         for s in suites {
-            match all.iter().find(|c| c.suite().as_str().is_some_and(|n| n.eq_ignore_ascii_case(s))) {
+            match all.iter().find(|c| {
+                c.suite()
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
+            }) {
                 Some(c) => chosen.push(*c),
                 None => {
                     let names: Vec<&str> = all.iter().filter_map(|c| c.suite().as_str()).collect();
-                    return Err(ConfigError::new(file, format!("{key}.suites"), format!("unknown suite {s:?}; known: {}", names.join(", "))));
+                    return Err(ConfigError::new(
+                        file,
+                        format!("{key}.suites"),
+                        format!("unknown suite {s:?}; known: {}", names.join(", ")),
+                    ));
                 }
             }
         }
         if chosen.is_empty() {
-            return Err(ConfigError::new(file, format!("{key}.suites"), "must not be empty"));
+            return Err(ConfigError::new(
+                file,
+                format!("{key}.suites"),
+                "must not be empty",
+            ));
         }
         p.cipher_suites = chosen;
     }
@@ -127,32 +155,54 @@ fn describe(kind: &str, path: &Path, info: &CertInfo) -> String {
 pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls, ConfigError> {
     let t = &l.tls;
     let key = format!("listener[{idx}].tls");
-    let provider = Arc::new(provider(file, &key, t.groups.as_deref(), t.suites.as_deref())?);
+    let provider = Arc::new(provider(
+        file,
+        &key,
+        t.groups.as_deref(),
+        t.suites.as_deref(),
+    )?);
     let mut summary = Vec::new();
     let mut entries = Vec::new();
     for (i, c) in t.certs.iter().enumerate() {
-        let ctx = Ctx { file, key: if t.certs.len() == 1 { format!("{key}.cert") } else { format!("{key}.certs[{i}]") } };
+        let ctx = Ctx {
+            file,
+            key: if t.certs.len() == 1 {
+                format!("{key}.cert")
+            } else {
+                format!("{key}.certs[{i}]")
+            },
+        };
         let (ck, info) = material::certified_key(&ctx, &provider, &c.cert, &c.key)?;
         summary.push(describe("server cert", &c.cert, &info));
-        entries.push(Entry { key: ck, sni: c.sni.clone() });
+        entries.push(Entry {
+            key: ck,
+            sni: c.sni.clone(),
+        });
     }
     let ca_path = t
         .client_ca
         .as_ref()
         .ok_or_else(|| ConfigError::new(file, format!("{key}.client_ca"), "missing"))?;
-    let ctx = Ctx { file, key: format!("{key}.client_ca") };
+    let ctx = Ctx {
+        file,
+        key: format!("{key}.client_ca"),
+    };
     let (roots, infos) = material::roots(&ctx, ca_path)?;
     for i in &infos {
         summary.push(describe("client CA", ca_path, i));
     }
     let mut crls = Vec::new();
     for (i, p) in t.crls.iter().enumerate() {
-        let ctx = Ctx { file, key: format!("{key}.crl[{i}]") };
+        let ctx = Ctx {
+            file,
+            key: format!("{key}.crl[{i}]"),
+        };
         let list = material::crls(&ctx, p)?;
         summary.push(format!("crl {}: {} list(s)", p.display(), list.len()));
         crls.extend(list);
     }
-    let mut vb = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
+    let mut vb =
+        WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
     if t.crl_check == CrlCheck::Leaf {
         vb = vb.only_check_end_entity_revocation();
     }
@@ -165,9 +215,13 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     if !t.client_auth_required {
         vb = vb.allow_unauthenticated();
     }
-    let verifier = vb
-        .build()
-        .map_err(|e| ConfigError::new(file, format!("{key}.client_ca"), format!("cannot build client verifier: {e}")))?;
+    let verifier = vb.build().map_err(|e| {
+        ConfigError::new(
+            file,
+            format!("{key}.client_ca"),
+            format!("cannot build client verifier: {e}"),
+        )
+    })?;
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if t.tls13 {
         versions.push(&rustls::version::TLS13);
@@ -191,7 +245,11 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     }
     cfg.ignore_client_order = t.suites.is_some();
     cfg.max_early_data_size = 0;
-    Ok(ListenerTls { config: Arc::new(cfg), verifier, summary })
+    Ok(ListenerTls {
+        config: Arc::new(cfg),
+        verifier,
+        summary,
+    })
 }
 
 #[cfg(test)]

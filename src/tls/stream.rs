@@ -81,7 +81,11 @@ where
 
     /// Reads ciphertext once and processes it. `Ok(false)` on EOF.
     async fn fill(&self) -> Result<bool, TlsError> {
-        let buf = if self.want_big.get() { bufpool::big() } else { bufpool::small() };
+        let buf = if self.want_big.get() {
+            bufpool::big()
+        } else {
+            bufpool::small()
+        };
         // rustls refuses ciphertext once more than 16 KiB of plaintext waits to be
         // read; callers drain plaintext before filling, so never read more than that.
         let cap = buf.capacity().min(MAX_CIPHERTEXT_READ);
@@ -174,7 +178,12 @@ where
             match self.fill().await {
                 Ok(_) => {}
                 Err(TlsError::Io(e)) => return (Err(e), buf),
-                Err(e) => return (Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())), buf),
+                Err(e) => {
+                    return (
+                        Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                        buf,
+                    )
+                }
             }
         }
     }

@@ -7,8 +7,16 @@ use std::process::{Command, Stdio};
 fn check(pki: &Pki, text: &str) -> (bool, String) {
     let p = pki.dir.join("check.toml");
     std::fs::write(&p, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mtlsgate")).args(["check", "--config"]).arg(&p).output().unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_mtlsgate"))
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), all)
 }
 
@@ -16,9 +24,15 @@ fn check(pki: &Pki, text: &str) -> (bool, String) {
 fn check_accepts_a_valid_config_and_prints_certificate_expiry() {
     let pki = Pki::new();
     let text = common::http_config(&pki, "127.0.0.1:9".parse().unwrap(), "", "", "");
-    let (ok, out) = check(&pki, &text.replace("{port}", "18445").replace("{admin}", "19445"));
+    let (ok, out) = check(
+        &pki,
+        &text.replace("{port}", "18445").replace("{admin}", "19445"),
+    );
     assert!(ok, "{out}");
-    assert!(out.contains("server cert") && out.contains("valid until"), "{out}");
+    assert!(
+        out.contains("server cert") && out.contains("valid until"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -46,7 +60,10 @@ fn check_rejects_each_bad_config_naming_the_key_and_the_problem() {
         ("missing CRL", good.replace(&format!("{d}/ca.crl"), &format!("{d}/missing.crl")), &["listener[0].tls.crl[0]", "missing.crl"]),
     ];
     for (name, text, wants) in cases {
-        let (ok, out) = check(&pki, &text.replace("{port}", "18444").replace("{admin}", "19444"));
+        let (ok, out) = check(
+            &pki,
+            &text.replace("{port}", "18444").replace("{admin}", "19444"),
+        );
         assert!(!ok, "{name}: accepted\n{out}");
         for w in wants {
             assert!(out.contains(w), "{name}: missing {w:?} in:\n{out}");
@@ -62,23 +79,47 @@ fn the_demo_serves_the_curl_command_it_prints_and_refuses_the_revoked_partner() 
     let (port, admin) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtlsgate"))
         .current_dir(tmp.path())
-        .args(["demo", "--port", &port.to_string(), "--admin", &format!("127.0.0.1:{admin}")])
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
-    let curls: Vec<String> = out.lines().map_while(Result::ok).filter(|l| l.trim_start().starts_with("curl --cacert")).take(2).collect();
+    let curls: Vec<String> = out
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.trim_start().starts_with("curl --cacert"))
+        .take(2)
+        .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while common::admin_get(admin, "/healthz").map(|r| r.0).ok() != Some(200) && std::time::Instant::now() < deadline {
+    while common::admin_get(admin, "/healthz").map(|r| r.0).ok() != Some(200)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let run = |cmd: &str| Command::new("sh").arg("-c").arg(format!("{} -sS --max-time 10", cmd.trim())).current_dir(tmp.path()).output().unwrap();
+    let run = |cmd: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} -sS --max-time 10", cmd.trim()))
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
     let good = run(&curls[0]);
     let bad = run(&curls[1]);
     let _ = child.kill();
     let _ = child.wait();
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     assert!(String::from_utf8_lossy(&good.stdout).contains("x-forwarded-client-cert: Hash="));
     assert!(!bad.status.success());
 }

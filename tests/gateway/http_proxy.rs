@@ -18,17 +18,31 @@ fn route_config(pki: &Pki, up: std::net::SocketAddr) -> String {
 fn a_10_mib_post_streams_through_intact() {
     let pki = Pki::new();
     let up = upstream::spawn(|r| {
-        let sha = mtlsgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &r.body).as_ref());
+        let sha = mtlsgate::identity::hex(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &r.body).as_ref(),
+        );
         upstream::ok(&sha)
     });
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
     let body = upstream::pattern(10 * 1024 * 1024);
-    let mut s = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
-    write!(s, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     s.write_all(&body).unwrap();
     let r = client::read_response(&mut s, &mut Vec::new(), false).unwrap();
     assert_eq!(r.status, 200);
-    let want = mtlsgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref());
+    let want = mtlsgate::identity::hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref(),
+    );
     assert_eq!(r.text(), want);
 }
 
@@ -43,7 +57,10 @@ fn chunked_request_and_response_bodies_pass_through_intact() {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"0\r\n\r\n");
-        upstream::Reply { bytes: out, close: false }
+        upstream::Reply {
+            bytes: out,
+            close: false,
+        }
     });
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
     let req = b"POST /c HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
@@ -66,12 +83,21 @@ fn head_204_and_304_responses_are_relayed_without_a_body_on_a_reused_connection(
             "/304" => b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         };
-        upstream::Reply { bytes: bytes.to_vec(), close: false }
+        upstream::Reply {
+            bytes: bytes.to_vec(),
+            close: false,
+        }
     });
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let mut s = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
     let mut buf = Vec::new();
-    s.write_all(b"HEAD /head HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.write_all(b"HEAD /head HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     let r = client::read_response(&mut s, &mut buf, true).unwrap();
     assert_eq!((r.status, r.header("content-length")), (200, Some("1234")));
     for (path, code) in [("/204", 204), ("/304", 304), ("/after", 200)] {
@@ -82,7 +108,11 @@ fn head_204_and_304_responses_are_relayed_without_a_body_on_a_reused_connection(
             assert_eq!(r.text(), "ok");
         }
     }
-    assert!(buf.is_empty(), "stray bytes after body-less responses: {:?}", String::from_utf8_lossy(&buf));
+    assert!(
+        buf.is_empty(),
+        "stray bytes after body-less responses: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
 }
 
 #[test]
@@ -90,7 +120,12 @@ fn one_thousand_requests_share_one_keep_alive_connection_and_a_pooled_upstream()
     let pki = Pki::new();
     let up = upstream::spawn(|_| upstream::ok("pong"));
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let mut s = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
     let mut buf = Vec::new();
     for i in 0..1000 {
         write!(s, "GET /ping/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
@@ -108,11 +143,27 @@ fn a_route_allow_list_refuses_the_wrong_partner_with_403() {
     let up = upstream::echo();
     let gw = common::start(&pki.dir, &route_config(&pki, up.addr));
     let a = client::config(&pki, &Default::default());
-    let c = client::config(&pki, &client::Opts { cert: Some("partner-c"), ..Default::default() });
+    let c = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("partner-c"),
+            ..Default::default()
+        },
+    );
     assert_eq!(client::get(gw.addr(), &a, "/orders/1").unwrap().status, 403);
     assert_eq!(client::get(gw.addr(), &c, "/orders/1").unwrap().status, 200);
-    assert_eq!(client::get(gw.addr(), &a, "/ordersx").unwrap().status, 200, "prefix must match on a segment boundary");
-    assert_eq!(up.requests().iter().filter(|r| r.path.starts_with("/orders/")).count(), 1);
+    assert_eq!(
+        client::get(gw.addr(), &a, "/ordersx").unwrap().status,
+        200,
+        "prefix must match on a segment boundary"
+    );
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/orders/"))
+            .count(),
+        1
+    );
     assert_eq!(gw.wait_stat("partners", "/policy_denied", 1), 1);
 }
 
@@ -120,10 +171,30 @@ fn a_route_allow_list_refuses_the_wrong_partner_with_403() {
 fn a_listener_allow_list_refuses_a_partner_outside_it_with_403() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "allow = [\"uri:spiffe://partner.example/*\"]", "", ""));
-    let out = client::config(&pki, &client::Opts { cert: Some("outsider"), ..Default::default() });
+    let gw = common::start(
+        &pki.dir,
+        &common::http_config(
+            &pki,
+            up.addr,
+            "allow = [\"uri:spiffe://partner.example/*\"]",
+            "",
+            "",
+        ),
+    );
+    let out = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("outsider"),
+            ..Default::default()
+        },
+    );
     assert_eq!(client::get(gw.addr(), &out, "/").unwrap().status, 403);
-    assert_eq!(client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap().status, 200);
+    assert_eq!(
+        client::get(gw.addr(), &client::config(&pki, &Default::default()), "/")
+            .unwrap()
+            .status,
+        200
+    );
     assert_eq!(up.requests().len(), 1);
 }
 
@@ -184,7 +255,12 @@ fn a_request_with_101_headers_gets_431() {
         req.push_str(&format!("X-H{i}: v\r\n"));
     }
     req.push_str("\r\n");
-    assert_eq!(client::exchange(gw.addr(), &cfg, req.as_bytes()).unwrap().status, 431);
+    assert_eq!(
+        client::exchange(gw.addr(), &cfg, req.as_bytes())
+            .unwrap()
+            .status,
+        431
+    );
     assert!(up.requests().is_empty());
     assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 200);
 }
@@ -198,7 +274,14 @@ fn hop_by_hop_headers_are_not_forwarded_and_end_to_end_ones_are() {
     let r = client::exchange(gw.addr(), &client::config(&pki, &Default::default()), req).unwrap();
     assert_eq!(r.status, 200);
     let seen = &up.requests()[0];
-    for h in ["connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-authorization"] {
+    for h in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    ] {
         assert!(seen.header(h).is_none(), "{h} was forwarded");
     }
     assert_eq!(seen.header("x-kept"), Some("yes"));

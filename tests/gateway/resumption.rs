@@ -23,17 +23,26 @@ fn resumes(o: client::Opts<'_>) {
     assert_eq!(request(&mut second).unwrap().status, 200);
     assert_eq!(gw.wait_stat("partners", "/handshakes/resumed", 1), 1);
     // The restored identity still reaches the upstream.
-    assert!(up.requests()[1].header("x-forwarded-client-cert").unwrap().contains("URI=spiffe://partner.example/a"));
+    assert!(up.requests()[1]
+        .header("x-forwarded-client-cert")
+        .unwrap()
+        .contains("URI=spiffe://partner.example/a"));
 }
 
 #[test]
 fn a_rustls_client_resumes_a_tls_1_3_session_from_a_ticket() {
-    resumes(client::Opts { tls13_only: true, ..Default::default() });
+    resumes(client::Opts {
+        tls13_only: true,
+        ..Default::default()
+    });
 }
 
 #[test]
 fn a_rustls_client_resumes_a_tls_1_2_session_from_a_ticket() {
-    resumes(client::Opts { tls12_only: true, ..Default::default() });
+    resumes(client::Opts {
+        tls12_only: true,
+        ..Default::default()
+    });
 }
 
 #[test]
@@ -69,13 +78,23 @@ fn openssl_s_client_resumes_with_sess_out_and_sess_in() {
 fn with_two_workers_a_session_resumes_on_the_other_worker() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let cfg_text = common::http_config(&pki, up.addr, "", "", "").replace("workers = 1", "workers = 2");
+    let cfg_text =
+        common::http_config(&pki, up.addr, "", "", "").replace("workers = 1", "workers = 2");
     let gw = common::start(&pki.dir, &cfg_text);
     let cfg = client::config(&pki, &Default::default());
     let mut first = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     request(&mut first).unwrap();
     let workers = |s: &serde_json::Value, kind: &str| -> Vec<u64> {
-        s["workers"].as_array().unwrap().iter().map(|w| w["listeners"]["partners"]["handshakes"][kind].as_u64().unwrap()).collect()
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                w["listeners"]["partners"]["handshakes"][kind]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
     };
     let full = workers(&gw.stats(), "full");
     let home = full.iter().position(|&n| n == 1).unwrap();
@@ -87,29 +106,45 @@ fn with_two_workers_a_session_resumes_on_the_other_worker() {
             return;
         }
     }
-    panic!("50 reconnects never resumed on the other worker: {}", gw.stats());
+    panic!(
+        "50 reconnects never resumed on the other worker: {}",
+        gw.stats()
+    );
 }
 
 #[test]
 fn a_resumed_session_whose_certificate_has_expired_since_is_refused() {
     let mut pki = Pki::new();
-    let mut spec = mtlsgate::demo::pki::ClientSpec::named("Short").uri("spiffe://partner.example/short");
+    let mut spec =
+        mtlsgate::demo::pki::ClientSpec::named("Short").uri("spiffe://partner.example/short");
     spec.lifetime = Some(time::Duration::seconds(3));
     pki.add_client("short", &spec);
     let up = upstream::echo();
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let cfg = client::config(&pki, &client::Opts { cert: Some("short"), ..Default::default() });
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("short"),
+            ..Default::default()
+        },
+    );
     let mut first = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     assert_eq!(request(&mut first).unwrap().status, 200);
     std::thread::sleep(Duration::from_secs(5));
     let refused = match client::connect(gw.addr(), &cfg, "localhost") {
         Err(_) => true,
         Ok(mut s) => {
-            assert!(client::resumed(&s), "expected the client to offer its ticket");
+            assert!(
+                client::resumed(&s),
+                "expected the client to offer its ticket"
+            );
             request(&mut s).is_err()
         }
     };
-    assert!(refused, "an expired identity must not pass on a resumed session");
+    assert!(
+        refused,
+        "an expired identity must not pass on a resumed session"
+    );
     assert_eq!(gw.wait_stat("partners", "/failures/expired", 1), 1);
     assert_eq!(up.requests().len(), 1);
 }
@@ -121,7 +156,13 @@ fn a_partner_revoked_while_the_gateway_was_restarted_cannot_resume_or_connect() 
     let text = common::http_config(&pki, up.addr, "", "", "");
     let (port, admin) = (common::free_port(), common::free_port());
     let gw = common::start_ports(&pki.dir, &text, port, admin);
-    let cfg = client::config(&pki, &client::Opts { cert: Some("partner-c"), ..Default::default() });
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("partner-c"),
+            ..Default::default()
+        },
+    );
     let mut s = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     assert_eq!(request(&mut s).unwrap().status, 200);
     drop(s);
@@ -131,7 +172,12 @@ fn a_partner_revoked_while_the_gateway_was_restarted_cannot_resume_or_connect() 
     let deadline = Instant::now() + Duration::from_secs(5);
     let r = loop {
         match client::connect(gw.addr(), &cfg, "localhost").and_then(|mut s| request(&mut s)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < deadline => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                continue
+            }
             r => break r,
         }
     };

@@ -13,16 +13,26 @@ fn tcp_mode_moves_32_mib_each_way_intact_with_half_close() {
     let pki = Pki::new();
     let (addr, got) = upstream::tcp_sink_then_source(N);
     let gw = common::start(&pki.dir, &tcp_config(&pki, addr, ""));
-    let mut s = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
     let data = upstream::pattern(N);
     s.write_all(&data).unwrap();
     // Half-close: the upstream sees end of stream and only then answers.
     s.conn.send_close_notify();
     s.flush().unwrap();
     s.sock.shutdown(std::net::Shutdown::Write).unwrap();
-    let (n, sha) = got.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    let (n, sha) = got
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(n, N);
-    assert_eq!(sha, aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data).as_ref());
+    assert_eq!(
+        sha,
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data).as_ref()
+    );
     let mut back = Vec::with_capacity(N);
     match s.read_to_end(&mut back) {
         Ok(_) => {}
@@ -37,8 +47,16 @@ fn tcp_mode_moves_32_mib_each_way_intact_with_half_close() {
 fn tcp_mode_closes_a_connection_the_listener_allow_list_denies() {
     let pki = Pki::new();
     let (addr, got) = upstream::tcp_sink_then_source(10);
-    let gw = common::start(&pki.dir, &tcp_config(&pki, addr, "allow = [\"cn:Partner C\"]"));
-    let mut s = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
+    let gw = common::start(
+        &pki.dir,
+        &tcp_config(&pki, addr, "allow = [\"cn:Partner C\"]"),
+    );
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
     let _ = s.write_all(b"hello");
     let mut b = Vec::new();
     let _ = s.read_to_end(&mut b);

@@ -12,40 +12,77 @@ fn a_good_partner_reaches_the_upstream_which_sees_exactly_the_expected_xfcc() {
     let pki = Pki::new();
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
-    let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/hello").unwrap();
+    let r = client::get(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "/hello",
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
-    let sha = mtlsgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pki.leaves["good"].der).as_ref());
-    let want = format!("Hash={sha};Subject=\"CN=Partner A,O=Partner A Ltd\";URI=spiffe://partner.example/a");
-    assert_eq!(seen[0].headers_named("x-forwarded-client-cert"), vec![want.as_str()]);
+    let sha = mtlsgate::identity::hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pki.leaves["good"].der).as_ref(),
+    );
+    let want = format!(
+        "Hash={sha};Subject=\"CN=Partner A,O=Partner A Ltd\";URI=spiffe://partner.example/a"
+    );
+    assert_eq!(
+        seen[0].headers_named("x-forwarded-client-cert"),
+        vec![want.as_str()]
+    );
 }
 
 #[test]
 fn xfcc_quotes_and_escapes_a_subject_with_commas_and_quotes() {
     let mut pki = Pki::new();
     let mut spec = mtlsgate::demo::pki::ClientSpec::named("a \"b\"");
-    spec.dn.push((rcgen::DnType::OrganizationName, "Acme, Inc.".into()));
+    spec.dn
+        .push((rcgen::DnType::OrganizationName, "Acme, Inc.".into()));
     spec.uris.push("spiffe://partner.example/acme".into());
     spec.dns.push("api.acme.example".into());
     pki.add_client("acme", &spec);
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
-    let cfg = client::config(&pki, &client::Opts { cert: Some("acme"), ..Default::default() });
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("acme"),
+            ..Default::default()
+        },
+    );
     assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 200);
-    let sha = mtlsgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pki.leaves["acme"].der).as_ref());
-    let want = format!(r#"Hash={sha};Subject="O=Acme\, Inc.,CN=a \"b\"";URI=spiffe://partner.example/acme;DNS=api.acme.example"#);
-    assert_eq!(up.requests()[0].header("x-forwarded-client-cert"), Some(want.as_str()));
+    let sha = mtlsgate::identity::hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pki.leaves["acme"].der).as_ref(),
+    );
+    let want = format!(
+        r#"Hash={sha};Subject="O=Acme\, Inc.,CN=a \"b\"";URI=spiffe://partner.example/acme;DNS=api.acme.example"#
+    );
+    assert_eq!(
+        up.requests()[0].header("x-forwarded-client-cert"),
+        Some(want.as_str())
+    );
 }
 
 fn refused(cert: Option<&str>, reason: &str) {
     let pki = Pki::new();
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
-    let cfg = client::config(&pki, &client::Opts { cert, ..Default::default() });
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            cert,
+            ..Default::default()
+        },
+    );
     let r = client::get(gw.addr(), &cfg, "/");
     assert!(r.is_err(), "expected refusal, got {r:?}");
-    assert_eq!(gw.wait_stat("partners", &format!("/failures/{reason}"), 1), 1, "{}", serde_json::to_string_pretty(&gw.stats()).unwrap());
+    assert_eq!(
+        gw.wait_stat("partners", &format!("/failures/{reason}"), 1),
+        1,
+        "{}",
+        serde_json::to_string_pretty(&gw.stats()).unwrap()
+    );
     assert!(up.requests().is_empty());
 }
 
@@ -80,7 +117,14 @@ fn tls_1_2_and_tls_1_3_clients_are_both_served() {
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
     for (t12, t13) in [(true, false), (false, true)] {
-        let cfg = client::config(&pki, &client::Opts { tls12_only: t12, tls13_only: t13, ..Default::default() });
+        let cfg = client::config(
+            &pki,
+            &client::Opts {
+                tls12_only: t12,
+                tls13_only: t13,
+                ..Default::default()
+            },
+        );
         assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 200);
     }
     assert_eq!(gw.wait_stat("partners", "/tls_versions/1.2", 1), 1);
@@ -91,10 +135,25 @@ fn tls_1_2_and_tls_1_3_clients_are_both_served() {
 fn a_listener_with_tls_1_2_turned_off_refuses_a_tls_1_2_client() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "versions = [\"1.3\"]", ""));
-    let cfg = client::config(&pki, &client::Opts { tls12_only: true, ..Default::default() });
+    let gw = common::start(
+        &pki.dir,
+        &common::http_config(&pki, up.addr, "", "versions = [\"1.3\"]", ""),
+    );
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            tls12_only: true,
+            ..Default::default()
+        },
+    );
     assert!(client::get(gw.addr(), &cfg, "/").is_err());
-    let cfg = client::config(&pki, &client::Opts { tls13_only: true, ..Default::default() });
+    let cfg = client::config(
+        &pki,
+        &client::Opts {
+            tls13_only: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 200);
 }
 
@@ -111,14 +170,33 @@ fn ecdsa_and_rsa_server_certificates_are_chosen_by_what_the_client_can_verify() 
         d = pki.dir.display()
     );
     let cfg = common::http_config(&pki, up.addr, "", "", "").replace(
-        &format!("cert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n", d = pki.dir.display()),
+        &format!(
+            "cert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n",
+            d = pki.dir.display()
+        ),
         "",
     );
     let cfg = cfg.replace("[upstream.backend]", &format!("{certs}[upstream.backend]"));
     let gw = common::start(&pki.dir, &cfg);
-    let any = client::connect(gw.addr(), &client::config(&pki, &Default::default()), "localhost").unwrap();
+    let any = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
     assert_eq!(server_cert_of(&any), pki.leaves["server"].der);
-    let rsa = client::connect(gw.addr(), &client::config(&pki, &client::Opts { rsa_only: true, ..Default::default() }), "localhost").unwrap();
+    let rsa = client::connect(
+        gw.addr(),
+        &client::config(
+            &pki,
+            &client::Opts {
+                rsa_only: true,
+                ..Default::default()
+            },
+        ),
+        "localhost",
+    )
+    .unwrap();
     assert_eq!(server_cert_of(&rsa), pki.leaves["server-rsa"].der);
 }
 
@@ -127,34 +205,72 @@ fn sni_picks_the_certificate_configured_for_that_name() {
     let pki = Pki::new();
     let up = upstream::echo();
     let extra = format!("[[listener.tls.certs]]\ncert = \"{d}/api.crt\"\nkey = \"{d}/api.key\"\nsni = [\"api.example.test\"]\n", d = pki.dir.display());
-    let cfg = common::http_config(&pki, up.addr, "", "", "").replace("[upstream.backend]", &format!("{extra}[upstream.backend]"));
+    let cfg = common::http_config(&pki, up.addr, "", "", "")
+        .replace("[upstream.backend]", &format!("{extra}[upstream.backend]"));
     let gw = common::start(&pki.dir, &cfg);
     let c = client::config(&pki, &Default::default());
-    assert_eq!(server_cert_of(&client::connect(gw.addr(), &c, "api.example.test").unwrap()), pki.leaves["api"].der);
-    assert_eq!(server_cert_of(&client::connect(gw.addr(), &c, "localhost").unwrap()), pki.leaves["server"].der);
+    assert_eq!(
+        server_cert_of(&client::connect(gw.addr(), &c, "api.example.test").unwrap()),
+        pki.leaves["api"].der
+    );
+    assert_eq!(
+        server_cert_of(&client::connect(gw.addr(), &c, "localhost").unwrap()),
+        pki.leaves["server"].der
+    );
 }
 
 #[test]
 fn curl_with_a_partner_certificate_gets_through_and_without_one_is_refused() {
-    assert!(common::have("curl"), "curl is required (apt-get install curl)");
+    assert!(
+        common::have("curl"),
+        "curl is required (apt-get install curl)"
+    );
     let pki = Pki::new();
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
     let url = format!("https://localhost:{}/curl", gw.port);
     let ok = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert", &pki.path("ca.crt"), "--cert", &pki.path("good.crt"), "--key", &pki.path("good.key"), &url])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.path("ca.crt"),
+            "--cert",
+            &pki.path("good.crt"),
+            "--key",
+            &pki.path("good.key"),
+            &url,
+        ])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("x-forwarded-client-cert: Hash="));
-    let no = Command::new("curl").args(["-sS", "--max-time", "10", "--cacert", &pki.path("ca.crt"), &url]).output().unwrap();
+    let no = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.path("ca.crt"),
+            &url,
+        ])
+        .output()
+        .unwrap();
     assert!(!no.status.success());
     assert_eq!(up.requests().len(), 1);
 }
 
 #[test]
 fn openssl_s_client_completes_an_mtls_handshake_with_tls_1_2() {
-    assert!(common::have("openssl"), "openssl is required (apt-get install openssl)");
+    assert!(
+        common::have("openssl"),
+        "openssl is required (apt-get install openssl)"
+    );
     let pki = Pki::new();
     let up = upstream::echo();
     let gw = gateway(&pki, &up);
@@ -167,6 +283,10 @@ fn openssl_s_client_completes_an_mtls_handshake_with_tls_1_2() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(gw.wait_stat("partners", "/tls_versions/1.2", 1), 1);
 }

@@ -16,7 +16,10 @@ fn an_unreachable_upstream_gives_502_and_service_recovers_when_it_returns() {
     let gw = common::start(&pki.dir, &common::http_config(&pki, addr, "", "", ""));
     let cfg = client::config(&pki, &Default::default());
     assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 502);
-    assert_eq!(gw.wait_stat("partners", "/upstream_errors/connect_failed", 1), 1);
+    assert_eq!(
+        gw.wait_stat("partners", "/upstream_errors/connect_failed", 1),
+        1
+    );
     let _up = upstream::spawn_on(TcpListener::bind(addr).unwrap(), |_| upstream::ok("back"));
     let r = client::get(gw.addr(), &cfg, "/").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "back"));
@@ -32,7 +35,10 @@ fn a_slow_upstream_gives_504() {
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
     let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
     assert_eq!(r.status, 504);
-    assert_eq!(gw.wait_stat("partners", "/upstream_errors/response_timeout", 1), 1);
+    assert_eq!(
+        gw.wait_stat("partners", "/upstream_errors/response_timeout", 1),
+        1
+    );
     assert!(gw.healthy());
 }
 
@@ -41,25 +47,40 @@ fn an_upstream_that_closes_mid_response_costs_only_that_request() {
     let pki = Pki::new();
     let up = upstream::spawn(|r| {
         if r.path == "/cut" {
-            upstream::Reply { bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort".to_vec(), close: true }
+            upstream::Reply {
+                bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort".to_vec(),
+                close: true,
+            }
         } else {
             upstream::ok("fine")
         }
     });
     let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
     let cfg = client::config(&pki, &Default::default());
-    assert!(client::get(gw.addr(), &cfg, "/cut").is_err(), "a truncated body must not look complete");
+    assert!(
+        client::get(gw.addr(), &cfg, "/cut").is_err(),
+        "a truncated body must not look complete"
+    );
     assert_eq!(client::get(gw.addr(), &cfg, "/ok").unwrap().text(), "fine");
 }
 
 /// A TLS origin that requires a client certificate from the test CA.
 fn tls_origin(pki: &Pki, server: &str) -> std::net::SocketAddr {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(pki.dir.join("ca.crt")).unwrap()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir.join("ca.crt")).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
     let chain = vec![CertificateDer::from_pem_file(pki.dir.join(format!("{server}.crt"))).unwrap()];
     let key = PrivateKeyDer::from_pem_file(pki.dir.join(format!("{server}.key"))).unwrap();
-    let cfg = Arc::new(rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -78,7 +99,11 @@ fn tls_origin(pki: &Pki, server: &str) -> std::net::SocketAddr {
                 }
                 let who = t.conn.peer_certificates().map(|c| c.len()).unwrap_or(0);
                 let body = format!("origin saw {who} client cert(s)");
-                let _ = write!(t, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    t,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 t.conn.send_close_notify();
                 let _ = t.flush();
             });
@@ -90,7 +115,10 @@ fn tls_origin(pki: &Pki, server: &str) -> std::net::SocketAddr {
 #[test]
 fn upstream_mtls_presents_the_gateway_certificate_and_refuses_an_origin_with_the_wrong_one() {
     let mut pki = Pki::new();
-    pki.add_client("gateway-client", &mtlsgate::demo::pki::ClientSpec::named("mtlsgate"));
+    pki.add_client(
+        "gateway-client",
+        &mtlsgate::demo::pki::ClientSpec::named("mtlsgate"),
+    );
     let origin = pki.ca.server(&["origin.test"], false).unwrap();
     pki::write(&pki.dir, "origin", &origin);
     let imposter = pki.other_ca.server(&["origin.test"], false).unwrap();
@@ -111,7 +139,13 @@ fn upstream_mtls_presents_the_gateway_certificate_and_refuses_an_origin_with_the
     let gw = common::start(&pki.dir, &cfg);
     let c = client::config(&pki, &Default::default());
     let r = client::get(gw.addr(), &c, "/good").unwrap();
-    assert_eq!((r.status, r.text().as_str()), (200, "origin saw 1 client cert(s)"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "origin saw 1 client cert(s)")
+    );
     assert_eq!(client::get(gw.addr(), &c, "/bad").unwrap().status, 502);
-    assert_eq!(gw.wait_stat("partners", "/upstream_errors/tls_failed", 1), 1);
+    assert_eq!(
+        gw.wait_stat("partners", "/upstream_errors/tls_failed", 1),
+        1
+    );
 }

@@ -8,7 +8,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After `;`: a chunk extension, up to CR.
     Ext,
     SizeLf,
@@ -43,7 +45,11 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size { digits: 0 }, size: 0, line: 0 }
+        ChunkedDecoder {
+            state: State::Size { digits: 0 },
+            size: 0,
+            line: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -56,7 +62,11 @@ impl ChunkedDecoder {
     }
 
     /// Like `advance`, handing each run of chunk data to `on_data`.
-    pub fn advance_with(&mut self, input: &[u8], mut on_data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+    pub fn advance_with(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -102,7 +112,11 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err(ChunkError("chunk size line not ended by CRLF"));
                     }
-                    self.state = if self.size == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                 }
                 State::DataCr => {
                     if b != b'\r' {
@@ -184,8 +198,20 @@ mod tests {
 
     #[test]
     fn bad_sizes_and_line_endings_are_rejected() {
-        for bad in [&b"-1\r\n"[..], b"0x5\r\n", b" 5\r\n", b"5\nhello", b"\r\n", b"fffffffffffffffff\r\n", b"2\r\nabc\r\n"] {
-            assert!(ChunkedDecoder::new().advance(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"-1\r\n"[..],
+            b"0x5\r\n",
+            b" 5\r\n",
+            b"5\nhello",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+            b"2\r\nabc\r\n",
+        ] {
+            assert!(
+                ChunkedDecoder::new().advance(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -117,11 +117,21 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HeadError> {
         ([], None) => BodyKind::None,
         ([], Some(n)) => BodyKind::Length(n),
         ([v], None) if v.trim_ascii().eq_ignore_ascii_case(b"chunked") => BodyKind::Chunked,
-        ([_], None) => return Err(HeadError::Bad("unsupported Transfer-Encoding (only \"chunked\")")),
+        ([_], None) => {
+            return Err(HeadError::Bad(
+                "unsupported Transfer-Encoding (only \"chunked\")",
+            ))
+        }
         (_, None) => return Err(HeadError::Bad("multiple Transfer-Encoding headers")),
         (_, Some(_)) => return Err(HeadError::Bad("both Content-Length and Transfer-Encoding")),
     };
-    Ok(Framing { body, te: !te.is_empty(), hop, close, keep_alive_token })
+    Ok(Framing {
+        body,
+        te: !te.is_empty(),
+        hop,
+        close,
+        keep_alive_token,
+    })
 }
 
 /// Rejects dot-segments, empty segments, backslashes and encoded `.` `/` `\`
@@ -132,7 +142,11 @@ pub fn check_path(target: &str) -> Result<(), HeadError> {
         return Err(HeadError::Bad("request target must be an absolute path"));
     }
     let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+    if lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+    {
         return Err(HeadError::Bad("encoded dot, slash or backslash in path"));
     }
     if path.contains('#') {
@@ -150,11 +164,17 @@ pub fn check_path(target: &str) -> Result<(), HeadError> {
 }
 
 fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
-    headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect()
+    headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect()
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete.
-pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, usize)>, HeadError> {
+pub fn parse_request(
+    buf: &[u8],
+    max_bytes: usize,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut hs);
     let n = match req.parse(buf) {
@@ -165,7 +185,9 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead
             }
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge("too many header fields")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooLarge("too many header fields"))
+        }
         Err(_) => return Err(HeadError::Bad("malformed request head")),
     };
     if n > max_bytes {
@@ -179,17 +201,22 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead
     if http10 && f.te {
         return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
-    let hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count();
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
     if hosts > 1 || (!http10 && hosts == 0) {
-        return Err(HeadError::Bad("an HTTP/1.1 request needs exactly one Host header"));
+        return Err(HeadError::Bad(
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
     }
     if !(method == "OPTIONS" && target == "*") {
         check_path(&target)?;
     }
-    let expect_continue = req
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
+    });
     Ok(Some((
         RequestHead {
             method,
@@ -206,7 +233,11 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead
 }
 
 /// Parses a response head. `head_request`: the request was HEAD (no body follows).
-pub fn parse_response(buf: &[u8], max_bytes: usize, head_request: bool) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+pub fn parse_response(
+    buf: &[u8],
+    max_bytes: usize,
+    head_request: bool,
+) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut hs);
     let n = match resp.parse(buf) {
@@ -217,7 +248,9 @@ pub fn parse_response(buf: &[u8], max_bytes: usize, head_request: bool) -> Resul
             }
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge("too many response header fields")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooLarge("too many response header fields"))
+        }
         Err(_) => return Err(HeadError::Bad("malformed response head")),
     };
     let code = resp.code.unwrap_or(0); // ok: set when Complete
@@ -248,9 +281,15 @@ fn hop_by_hop(name: &str, listed: &[String]) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
-        "connection" | "keep-alive" | "te" | "upgrade" | "transfer-encoding" | "content-length" | "trailer"
+        "connection"
+            | "keep-alive"
+            | "te"
+            | "upgrade"
+            | "transfer-encoding"
+            | "content-length"
+            | "trailer"
     ) || n.starts_with("proxy-")
-        || listed.iter().any(|l| *l == n)
+        || listed.contains(&n)
 }
 
 /// True for any spelling of `x-forwarded-client-cert` (case, `_` for `-`).
@@ -258,7 +297,13 @@ pub fn is_xfcc(name: &str) -> bool {
     name.len() == 23
         && name
             .bytes()
-            .map(|b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() })
+            .map(|b| {
+                if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            })
             .eq(b"x-forwarded-client-cert".iter().copied())
 }
 

@@ -62,7 +62,11 @@ async fn read_head<D: Io>(
                 Ok(Some(r)) => return Some(r),
                 Ok(None) => {}
                 Err(e) => {
-                    let code = if matches!(e, HeadError::TooLarge(_)) { 431 } else { 400 };
+                    let code = if matches!(e, HeadError::TooLarge(_)) {
+                        431
+                    } else {
+                        400
+                    };
                     reject(down, cx, code, &e.to_string()).await;
                     return None;
                 }
@@ -113,7 +117,11 @@ async fn read_head<D: Io>(
 async fn reject<D: Io>(down: &D, cx: &ConnCtx<'_>, code: u16, detail: &str) {
     cx.shard.request(code);
     tracing::info!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), addr = %cx.peer_addr, status = code, detail, "request rejected");
-    let _ = timeout(cx.listener.cfg.header_timeout, down.write_all(head::error_response(code, true, detail))).await;
+    let _ = timeout(
+        cx.listener.cfg.header_timeout,
+        down.write_all(head::error_response(code, true, detail)),
+    )
+    .await;
 }
 
 /// The longest route prefix matching `path` on a segment boundary.
@@ -123,12 +131,18 @@ fn route<'a>(cx: &'a ConnCtx<'_>, path: &str) -> Option<&'a crate::runtime::Rout
         .iter()
         .filter(|r| {
             let p = r.prefix.as_str();
-            path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
+            path.starts_with(p)
+                && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
         })
         .max_by_key(|r| r.prefix.len())
 }
 
-async fn handle<D: Io>(down: &D, cx: &ConnCtx<'_>, (req, n): (RequestHead, usize), inbuf: &mut Vec<u8>) -> Next {
+async fn handle<D: Io>(
+    down: &D,
+    cx: &ConnCtx<'_>,
+    (req, n): (RequestHead, usize),
+    inbuf: &mut Vec<u8>,
+) -> Next {
     let started = std::time::Instant::now();
     inbuf.drain(..n);
     let l = cx.listener;
@@ -136,7 +150,14 @@ async fn handle<D: Io>(down: &D, cx: &ConnCtx<'_>, (req, n): (RequestHead, usize
     let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer.as_ref(), "listener");
     if decision == Decision::Allow {
         if let Some(r) = r {
-            decision = authz::decide(r.allow.as_ref(), cx.peer.as_ref(), &format!("route {}", if r.prefix.is_empty() { "/" } else { &r.prefix }));
+            decision = authz::decide(
+                r.allow.as_ref(),
+                cx.peer.as_ref(),
+                &format!(
+                    "route {}",
+                    if r.prefix.is_empty() { "/" } else { &r.prefix }
+                ),
+            );
         }
     }
     if let Decision::Deny(why) = decision {
@@ -144,19 +165,27 @@ async fn handle<D: Io>(down: &D, cx: &ConnCtx<'_>, (req, n): (RequestHead, usize
         cx.shard.request(403);
         tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer.as_ref().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");
         let close = req.body != BodyKind::None || !req.keep_alive;
-        let _ = timeout(l.cfg.header_timeout, down.write_all(head::error_response(403, close, "access denied"))).await;
+        let _ = timeout(
+            l.cfg.header_timeout,
+            down.write_all(head::error_response(403, close, "access denied")),
+        )
+        .await;
         return if close { Next::Close } else { Next::KeepAlive };
     }
     let Some(up_idx) = r.map(|r| r.upstream).or(l.default_upstream) else {
         let close = req.body != BodyKind::None || !req.keep_alive;
         cx.shard.request(404);
-        let _ = down.write_all(head::error_response(404, close, "no route")).await;
+        let _ = down
+            .write_all(head::error_response(404, close, "no route"))
+            .await;
         return if close { Next::Close } else { Next::KeepAlive };
     };
     let pool = &cx.pools[up_idx];
     let ucfg = &pool.ctx.cfg;
     if req.expect_continue && req.body != BodyKind::None {
-        let (res, _) = down.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+        let (res, _) = down
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
         if res.is_err() {
             return Next::Close;
         }
@@ -186,7 +215,16 @@ async fn handle<D: Io>(down: &D, cx: &ConnCtx<'_>, (req, n): (RequestHead, usize
         }
     };
     bufpool::give(out);
-    match body::copy(down, lease.io(), req.body, inbuf, l.cfg.idle_timeout, ucfg.response_timeout).await {
+    match body::copy(
+        down,
+        lease.io(),
+        req.body,
+        inbuf,
+        l.cfg.idle_timeout,
+        ucfg.response_timeout,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(BodyError::DstTimeout) | Err(BodyError::DstIo) => {
             return upstream_failed(down, cx, &req, 502, "request_body_failed", started).await;
@@ -202,7 +240,13 @@ async fn handle<D: Io>(down: &D, cx: &ConnCtx<'_>, (req, n): (RequestHead, usize
 }
 
 /// Reads the upstream's response and relays it; decides keep-alive on both sides.
-async fn respond<D: Io>(down: &D, cx: &ConnCtx<'_>, req: &RequestHead, lease: Lease, started: std::time::Instant) -> Next {
+async fn respond<D: Io>(
+    down: &D,
+    cx: &ConnCtx<'_>,
+    req: &RequestHead,
+    lease: Lease,
+    started: std::time::Instant,
+) -> Next {
     let l = cx.listener;
     let rt = lease_timeout(&lease);
     let mut upbuf = bufpool::big();
@@ -236,12 +280,16 @@ async fn respond<D: Io>(down: &D, cx: &ConnCtx<'_>, req: &RequestHead, lease: Le
             upbuf.reserve(upbuf.capacity());
         }
         let (res, b) = match timeout_at(deadline, lease.io().read(upbuf)).await {
-            Err(_) => return upstream_failed(down, cx, req, 504, "response_timeout", started).await,
+            Err(_) => {
+                return upstream_failed(down, cx, req, 504, "response_timeout", started).await
+            }
             Ok(r) => r,
         };
         upbuf = b;
         match res {
-            Ok(0) | Err(_) => return upstream_failed(down, cx, req, 502, "response_failed", started).await,
+            Ok(0) | Err(_) => {
+                return upstream_failed(down, cx, req, 502, "response_failed", started).await
+            }
             Ok(_) => {}
         }
     };
@@ -261,10 +309,18 @@ async fn respond<D: Io>(down: &D, cx: &ConnCtx<'_>, req: &RequestHead, lease: Le
     }
     let mut extra = Vec::new();
     let mut pending = upbuf;
-    let copied = body::copy(lease.io(), down, resp.body, &mut pending, rt, l.cfg.idle_timeout).await;
+    let copied = body::copy(
+        lease.io(),
+        down,
+        resp.body,
+        &mut pending,
+        rt,
+        l.cfg.idle_timeout,
+    )
+    .await;
     extra.append(&mut pending);
     cx.shard.request(resp.code);
-    log_request(cx, req, resp.code, &lease.ctx_name(), started);
+    log_request(cx, req, resp.code, lease.ctx_name(), started);
     match copied {
         Ok(_) => {
             if resp.reusable && extra.is_empty() {
@@ -293,17 +349,34 @@ fn lease_timeout(lease: &Lease) -> Duration {
     lease.response_timeout()
 }
 
-async fn upstream_failed<D: Io>(down: &D, cx: &ConnCtx<'_>, req: &RequestHead, code: u16, kind: &'static str, started: std::time::Instant) -> Next {
+async fn upstream_failed<D: Io>(
+    down: &D,
+    cx: &ConnCtx<'_>,
+    req: &RequestHead,
+    code: u16,
+    kind: &'static str,
+    started: std::time::Instant,
+) -> Next {
     cx.shard.upstream_error(kind);
     cx.shard.request(code);
     tracing::warn!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), method = %req.method, path = %req.path(), status = code, kind, "upstream failed");
     log_request(cx, req, code, "-", started);
     // The request body may be partly unread: close rather than guess where the next request starts.
-    let _ = timeout(cx.listener.cfg.header_timeout, down.write_all(head::error_response(code, true, kind))).await;
+    let _ = timeout(
+        cx.listener.cfg.header_timeout,
+        down.write_all(head::error_response(code, true, kind)),
+    )
+    .await;
     Next::Close
 }
 
-fn log_request(cx: &ConnCtx<'_>, req: &RequestHead, status: u16, upstream: &str, started: std::time::Instant) {
+fn log_request(
+    cx: &ConnCtx<'_>,
+    req: &RequestHead,
+    status: u16,
+    upstream: &str,
+    started: std::time::Instant,
+) {
     if cx.log_requests {
         tracing::info!(
             listener = %cx.listener.cfg.name,

@@ -21,7 +21,13 @@ pub struct Opts<'a> {
 
 impl Default for Opts<'_> {
     fn default() -> Self {
-        Opts { cert: Some("good"), tls12_only: false, tls13_only: false, ca: "ca.crt", rsa_only: false }
+        Opts {
+            cert: Some("good"),
+            tls12_only: false,
+            tls13_only: false,
+            ca: "ca.crt",
+            rsa_only: false,
+        }
     }
 }
 
@@ -54,7 +60,10 @@ pub fn config(pki: &Pki, o: &Opts<'_>) -> Arc<ClientConfig> {
         .with_root_certificates(roots);
     let cfg = match o.cert {
         Some(name) => {
-            let chain: Vec<_> = CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.crt"))).unwrap().map(|c| c.unwrap()).collect();
+            let chain: Vec<_> = CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.crt")))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
             let key = PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
             b.with_client_auth_cert(chain, key).unwrap()
         }
@@ -72,7 +81,8 @@ pub fn connect(addr: SocketAddr, cfg: &Arc<ClientConfig>, sni: &str) -> io::Resu
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let name = ServerName::try_from(sni.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
+    let name =
+        ServerName::try_from(sni.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
     let conn = ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?;
     let mut s = StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
@@ -94,7 +104,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).to_string()
@@ -102,20 +115,36 @@ impl Response {
 }
 
 /// Reads one response; `head_request` means no body follows.
-pub fn read_response<R: Read>(r: &mut R, buf: &mut Vec<u8>, head_request: bool) -> io::Result<Response> {
+pub fn read_response<R: Read>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> io::Result<Response> {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let mut hs = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut hs);
         if let httparse::Status::Complete(n) = resp.parse(buf).map_err(io::Error::other)? {
             let status = resp.code.unwrap();
-            let headers: Vec<(String, String)> =
-                resp.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string())).collect();
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).to_string(),
+                    )
+                })
+                .collect();
             buf.drain(..n);
             if (100..200).contains(&status) {
                 continue;
             }
-            let mut res = Response { status, headers, body: Vec::new() };
+            let mut res = Response {
+                status,
+                headers,
+                body: Vec::new(),
+            };
             let no_body = head_request || status == 204 || status == 304;
             if no_body {
                 return Ok(res);
@@ -134,7 +163,9 @@ pub fn read_response<R: Read>(r: &mut R, buf: &mut Vec<u8>, head_request: bool) 
                 let mut d = ChunkedDecoder::new();
                 loop {
                     let mut data = Vec::new();
-                    let used = d.advance_with(buf, |b| data.extend_from_slice(b)).map_err(|e| io::Error::other(e.0))?;
+                    let used = d
+                        .advance_with(buf, |b| data.extend_from_slice(b))
+                        .map_err(|e| io::Error::other(e.0))?;
                     res.body.extend_from_slice(&data);
                     buf.drain(..used);
                     if d.is_done() {
@@ -176,5 +207,9 @@ pub fn exchange(addr: SocketAddr, cfg: &Arc<ClientConfig>, raw: &[u8]) -> io::Re
 }
 
 pub fn get(addr: SocketAddr, cfg: &Arc<ClientConfig>, path: &str) -> io::Result<Response> {
-    exchange(addr, cfg, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+    exchange(
+        addr,
+        cfg,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
 }

@@ -12,7 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running gateway process; killed (by its PID) when dropped.
@@ -20,7 +24,6 @@ pub struct Gateway {
     pub child: Child,
     pub port: u16,
     pub admin: u16,
-    pub dir: PathBuf,
     pub log: PathBuf,
 }
 
@@ -30,7 +33,9 @@ pub fn start(dir: &Path, config: &str) -> Gateway {
 }
 
 pub fn start_ports(dir: &Path, config: &str, port: u16, admin: u16) -> Gateway {
-    let text = config.replace("{port}", &port.to_string()).replace("{admin}", &admin.to_string());
+    let text = config
+        .replace("{port}", &port.to_string())
+        .replace("{admin}", &admin.to_string());
     let cfg = dir.join(format!("gateway-{port}.toml"));
     std::fs::write(&cfg, text).unwrap();
     let log = dir.join(format!("gateway-{port}.log"));
@@ -42,7 +47,12 @@ pub fn start_ports(dir: &Path, config: &str, port: u16, admin: u16) -> Gateway {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut g = Gateway { child, port, admin, dir: dir.to_path_buf(), log };
+    let mut g = Gateway {
+        child,
+        port,
+        admin,
+        log,
+    };
     g.wait_healthy();
     g
 }
@@ -63,7 +73,10 @@ impl Gateway {
                 panic!("gateway exited early ({st}):\n{}", self.logs());
             }
             // Workers answer only after their listeners are bound, so this is enough.
-            if admin_get(self.admin, "/healthz").map(|(c, _)| c == 200).unwrap_or(false) {
+            if admin_get(self.admin, "/healthz")
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -72,7 +85,9 @@ impl Gateway {
     }
 
     pub fn healthy(&self) -> bool {
-        admin_get(self.admin, "/healthz").map(|(c, _)| c == 200).unwrap_or(false)
+        admin_get(self.admin, "/healthz")
+            .map(|(c, _)| c == 200)
+            .unwrap_or(false)
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -102,7 +117,10 @@ impl Gateway {
 
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY-free: ask it to drain with SIGTERM, like an operator would.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -135,18 +153,33 @@ pub fn admin_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// Is `prog` on PATH (curl, openssl)?
 pub fn have(prog: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {prog}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// A standard config: one http listener in front of `upstream`, with `extra`
 /// appended inside the listener table and `tail` after it.
-pub fn http_config(pki: &pki::Pki, upstream: SocketAddr, listener_extra: &str, tls_extra: &str, tail: &str) -> String {
+pub fn http_config(
+    pki: &pki::Pki,
+    upstream: SocketAddr,
+    listener_extra: &str,
+    tls_extra: &str,
+    tail: &str,
+) -> String {
     format!(
         r#"workers = 1
 [admin]

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub struct Pki {
-    pub tmp: tempfile::TempDir,
+    /// Keeps the directory alive for the test's duration.
+    _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub ca: Ca,
     pub other_ca: Ca,
@@ -26,32 +27,60 @@ impl Pki {
         let ca = Ca::new("Test CA").unwrap();
         let other_ca = Ca::new("Other CA").unwrap();
         let mut leaves = HashMap::new();
-        leaves.insert("server", ca.server(&["localhost", "127.0.0.1"], false).unwrap());
-        leaves.insert("server-rsa", ca.server(&["localhost", "127.0.0.1"], true).unwrap());
+        leaves.insert(
+            "server",
+            ca.server(&["localhost", "127.0.0.1"], false).unwrap(),
+        );
+        leaves.insert(
+            "server-rsa",
+            ca.server(&["localhost", "127.0.0.1"], true).unwrap(),
+        );
         leaves.insert("api", ca.server(&["api.example.test"], false).unwrap());
         let mut good = ClientSpec::named("Partner A").uri("spiffe://partner.example/a");
-        good.dn.insert(0, (DnType::OrganizationName, "Partner A Ltd".into()));
+        good.dn
+            .insert(0, (DnType::OrganizationName, "Partner A Ltd".into()));
         leaves.insert("good", ca.client(&good).unwrap());
         let mut c = ClientSpec::named("Partner C").uri("spiffe://partner.example/c");
         c.dns.push("api.partner-c.example".into());
         leaves.insert("partner-c", ca.client(&c).unwrap());
-        leaves.insert("outsider", ca.client(&ClientSpec::named("Outsider").uri("spiffe://other.example/x")).unwrap());
+        leaves.insert(
+            "outsider",
+            ca.client(&ClientSpec::named("Outsider").uri("spiffe://other.example/x"))
+                .unwrap(),
+        );
         let mut expired = ClientSpec::named("Expired").uri("spiffe://partner.example/expired");
         expired.expired = true;
         leaves.insert("expired", ca.client(&expired).unwrap());
-        leaves.insert("revoked", ca.client(&ClientSpec::named("Revoked").uri("spiffe://partner.example/revoked")).unwrap());
+        leaves.insert(
+            "revoked",
+            ca.client(&ClientSpec::named("Revoked").uri("spiffe://partner.example/revoked"))
+                .unwrap(),
+        );
         let mut eku = ClientSpec::named("Wrong EKU").uri("spiffe://partner.example/eku");
         eku.server_eku_only = true;
         leaves.insert("wrong-eku", ca.client(&eku).unwrap());
-        leaves.insert("foreign", other_ca.client(&ClientSpec::named("Foreign").uri("spiffe://partner.example/f")).unwrap());
+        leaves.insert(
+            "foreign",
+            other_ca
+                .client(&ClientSpec::named("Foreign").uri("spiffe://partner.example/f"))
+                .unwrap(),
+        );
         std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
         std::fs::write(dir.join("other-ca.crt"), &other_ca.cert_pem).unwrap();
-        let crl = ca.crl(&[leaves["revoked"].serial], time::Duration::days(7)).unwrap();
+        let crl = ca
+            .crl(&[leaves["revoked"].serial], time::Duration::days(7))
+            .unwrap();
         std::fs::write(dir.join("ca.crl"), crl).unwrap();
         for (name, l) in &leaves {
             write(&dir, name, l);
         }
-        Pki { tmp, dir, ca, other_ca, leaves }
+        Pki {
+            _tmp: tmp,
+            dir,
+            ca,
+            other_ca,
+            leaves,
+        }
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -19,10 +19,17 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -33,7 +40,14 @@ pub struct Reply {
 }
 
 pub fn ok(body: &str) -> Reply {
-    Reply { bytes: format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes(), close: false }
+    Reply {
+        bytes: format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+        close: false,
+    }
 }
 
 pub struct Upstream {
@@ -57,7 +71,10 @@ pub fn spawn(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Upstre
     spawn_on(TcpListener::bind("127.0.0.1:0").unwrap(), handler)
 }
 
-pub fn spawn_on(l: TcpListener, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Upstream {
+pub fn spawn_on(
+    l: TcpListener,
+    handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+) -> Upstream {
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let conns = Arc::new(AtomicUsize::new(0));
@@ -102,8 +119,16 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
             let mut hs = [httparse::EMPTY_HEADER; 256];
             let mut p = httparse::Request::new(&mut hs);
             if let httparse::Status::Complete(n) = p.parse(&buf).map_err(io::Error::other)? {
-                let headers: Vec<(String, String)> =
-                    p.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string())).collect();
+                let headers: Vec<(String, String)> = p
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).to_string(),
+                        )
+                    })
+                    .collect();
                 let req = Seen {
                     method: p.method.unwrap().to_string(),
                     path: p.path.unwrap().to_string(),
@@ -111,7 +136,9 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
                     body: Vec::new(),
                     chunked: false,
                 };
-                let cl = req.header("content-length").map(|v| v.trim().parse::<usize>().unwrap());
+                let cl = req
+                    .header("content-length")
+                    .map(|v| v.trim().parse::<usize>().unwrap());
                 let chunked = req.header("transfer-encoding").is_some();
                 buf.drain(..n);
                 break (req, cl, chunked);
@@ -125,7 +152,9 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
             let mut d = ChunkedDecoder::new();
             loop {
                 let mut data = Vec::new();
-                let used = d.advance_with(&buf, |b| data.extend_from_slice(b)).map_err(|e| io::Error::other(e.0))?;
+                let used = d
+                    .advance_with(&buf, |b| data.extend_from_slice(b))
+                    .map_err(|e| io::Error::other(e.0))?;
                 req.body.extend_from_slice(&data);
                 buf.drain(..used);
                 if d.is_done() {
@@ -154,7 +183,9 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
 
 /// tcp mode peer: reads until the client's half-close, then sends `reply_len`
 /// bytes of a pattern and closes. Reports (bytes received, sha256 of them).
-pub fn tcp_sink_then_source(reply_len: usize) -> (SocketAddr, std::sync::mpsc::Receiver<(usize, Vec<u8>)>) {
+pub fn tcp_sink_then_source(
+    reply_len: usize,
+) -> (SocketAddr, std::sync::mpsc::Receiver<(usize, Vec<u8>)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
