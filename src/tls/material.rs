@@ -55,7 +55,7 @@ pub fn certified_key(
     key: &Path,
 ) -> Result<(Arc<CertifiedKey>, CertInfo), ConfigError> {
     let chain = certs(ctx, cert)?;
-    let info = cert_info(&chain[0]).map_err(|e| ctx.err(cert, e))?;
+    let info = cert_info(&chain[0]).map_err(|e| ctx.err(cert, e))?; // ok: certs() never returns an empty chain
     let now = now_secs();
     if info.not_after < now {
         return Err(ctx.err(

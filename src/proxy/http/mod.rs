@@ -130,6 +130,7 @@ fn route<'a>(cx: &'a ConnCtx<'_>, path: &str) -> Option<&'a crate::runtime::Rout
         .routes
         .iter()
         .filter(|r| {
+            // Indexing is in bounds: `starts_with` holds and the lengths differ.
             let p = r.prefix.as_str();
             path.starts_with(p)
                 && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
