@@ -243,6 +243,10 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     } else {
         cfg.send_tls13_tickets = 0;
     }
+    if l.mode == crate::config::Mode::Http {
+        // Say what we speak: an h2-only client fails cleanly instead of mis-framing.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    }
     cfg.ignore_client_order = t.suites.is_some();
     cfg.max_early_data_size = 0;
     Ok(ListenerTls {
