@@ -83,6 +83,9 @@ struct Args {
     label: String,
 }
 
+/// CPU at a window edge: (server utime+stime if known, our own CPU).
+type Mark = (Option<Duration>, Duration);
+
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     procstat::raise_nofile();
@@ -148,10 +151,10 @@ fn main() -> anyhow::Result<()> {
     if a.mode == ModeArg::Hold {
         return hold(&a, &plan);
     }
-    let marks: Arc<Mutex<Vec<(Option<Duration>, Duration)>>> = Arc::default();
+    let marks: Arc<Mutex<Vec<Mark>>> = Arc::default();
     let (m1, m2) = (marks.clone(), marks.clone());
     let pid = a.server_pid;
-    let sample = move |m: &Mutex<Vec<(Option<Duration>, Duration)>>| {
+    let sample = move |m: &Mutex<Vec<Mark>>| {
         if let Ok(mut v) = m.lock() {
             v.push((pid.and_then(procstat::cpu), procstat::self_cpu()));
         }
