@@ -6,9 +6,9 @@ pub mod io;
 pub mod tcp;
 pub mod upstream;
 
-use crate::identity::PeerId;
 use crate::metrics::Shard;
 use crate::runtime::ListenerCtx;
+use crate::tls::verified::Verified;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use upstream::Pool;
@@ -20,14 +20,18 @@ pub struct ConnCtx<'a> {
     /// One pool per upstream, indexed like `Gateway::upstreams`.
     pub pools: Rc<Vec<Rc<Pool>>>,
     pub draining: tokio::sync::watch::Receiver<bool>,
-    pub peer: Option<PeerId>,
-    pub xfcc: Option<String>,
+    /// The verified partner (none only with `client_auth = "optional"`).
+    pub peer: Option<Rc<Verified>>,
     pub peer_addr: SocketAddr,
     pub log_requests: bool,
 }
 
 impl ConnCtx<'_> {
     pub fn peer_label(&self) -> &str {
-        self.peer.as_ref().map_or("-", PeerId::label)
+        self.peer.as_ref().map_or("-", |v| v.peer.label())
+    }
+
+    pub fn peer_id(&self) -> Option<&crate::identity::PeerId> {
+        self.peer.as_ref().map(|v| &v.peer)
     }
 }

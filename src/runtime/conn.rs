@@ -71,7 +71,8 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         log_refused(&w, &lc.cfg.name, addr, reason, &detail);
         return;
     }
-    let session = match tls.with_conn(|c| tls::session(c, &*lc.tls.verifier)) {
+    let checked = tls.with_conn(|c| tls::session(c, &lc.tls, &mut w.verified[idx].borrow_mut()));
+    let session = match checked {
         Ok(s) => s,
         Err(reason) => {
             // A resumed session whose certificate no longer verifies (revoked, expired).
@@ -89,11 +90,13 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     };
     shard.handshake(start.elapsed(), session.resumed, session.version);
     if lc.cfg.mode == Mode::Tcp {
-        if let Decision::Deny(why) =
-            authz::decide(lc.cfg.allow.as_ref(), session.peer.as_ref(), "listener")
-        {
+        if let Decision::Deny(why) = authz::decide(
+            lc.cfg.allow.as_ref(),
+            session.peer.as_ref().map(|v| &v.peer),
+            "listener",
+        ) {
             shard.with(|s| s.denied += 1);
-            tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |p| p.subject.as_str()), reason = %why, "connection denied by policy");
+            tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |v| v.peer.subject.as_str()), reason = %why, "connection denied by policy");
             let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
             return;
         }
@@ -103,7 +106,6 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         shard,
         pools: w.pools.clone(),
         draining: w.draining.clone(),
-        xfcc: session.peer.as_ref().map(|p| p.xfcc()),
         peer: session.peer,
         peer_addr: addr,
         log_requests: w.gw.log_requests,

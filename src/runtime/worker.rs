@@ -6,6 +6,7 @@ use super::loglimit::LogLimit;
 use super::{Gateway, DRAIN_TIMEOUT};
 use crate::metrics::{ListenerStats, Shards};
 use crate::proxy::upstream::Pool;
+use crate::tls::verified::VerifiedCache;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -23,6 +24,8 @@ pub struct WorkerCtx {
     /// Open connections per listener.
     pub active: Vec<Cell<usize>>,
     pub handshaking: Cell<usize>,
+    /// Verified client chains per listener (see `tls::verified`).
+    pub verified: Vec<RefCell<VerifiedCache>>,
     pub log_limit: RefCell<LogLimit>,
 }
 
@@ -65,6 +68,7 @@ pub fn run(
         );
         let w = Rc::new(WorkerCtx {
             active: gw.listeners.iter().map(|_| Cell::new(0)).collect(),
+            verified: gw.listeners.iter().map(|_| RefCell::default()).collect(),
             gw,
             shards,
             pools,

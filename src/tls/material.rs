@@ -121,6 +121,17 @@ pub fn crls(
     Ok(list)
 }
 
+/// The earliest nextUpdate among `crls` (seconds since the epoch), if any has one.
+pub fn crls_next_update(crls: &[CertificateRevocationListDer<'_>]) -> Option<i64> {
+    crls.iter()
+        .filter_map(|c| {
+            let (_, crl) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(c).ok()?;
+            crl.next_update().map(|t| t.timestamp())
+        })
+        .min()
+}
+
 /// What `check` prints about a certificate.
 #[derive(Debug, Clone)]
 pub struct CertInfo {

@@ -5,13 +5,14 @@ pub mod client;
 pub mod material;
 pub mod server;
 pub mod stream;
+pub mod verified;
 
 pub use stream::{TlsError, TlsStream};
 
-use crate::identity::PeerId;
-use rustls::pki_types::UnixTime;
-use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, Error, HandshakeKind, ServerConnection};
+use server::ListenerTls;
+use std::rc::Rc;
+use verified::{Verified, VerifiedCache};
 
 /// Why a handshake (or the post-handshake identity check) failed: the metric label.
 pub fn reason(e: &TlsError) -> &'static str {
@@ -51,15 +52,16 @@ pub fn tls_reason(e: &Error) -> &'static str {
 pub struct Session {
     pub resumed: bool,
     pub version: &'static str,
-    pub peer: Option<PeerId>,
+    pub peer: Option<Rc<Verified>>,
 }
 
-/// Reads the outcome of a completed handshake and, for a resumed one, re-runs
-/// the listener's client verifier on the restored chain (expiry, CRL): rustls
-/// does not re-verify it, and a partner revoked since must not slip in.
+/// Reads the outcome of a completed handshake. For a resumed one the restored
+/// client chain is verified again (expiry, CRL; see `verified`): rustls does
+/// not re-verify it, and a partner revoked or expired since must not slip in.
 pub fn session(
     conn: &ServerConnection,
-    verifier: &dyn ClientCertVerifier,
+    tls: &ListenerTls,
+    cache: &mut VerifiedCache,
 ) -> Result<Session, &'static str> {
     let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let version = match conn.protocol_version() {
@@ -68,14 +70,7 @@ pub fn session(
         _ => "other",
     };
     let peer = match conn.peer_certificates() {
-        Some([leaf, intermediates @ ..]) => {
-            if resumed {
-                verifier
-                    .verify_client_cert(leaf, intermediates, UnixTime::now())
-                    .map_err(|e| tls_reason(&e))?;
-            }
-            Some(PeerId::from_der(leaf).map_err(|_| "bad_cert")?)
-        }
+        Some(chain) if !chain.is_empty() => Some(cache.check(tls, chain, resumed)?),
         _ => None,
     };
     Ok(Session {

@@ -19,6 +19,9 @@ pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     /// Re-run on resumed handshakes: rustls restores the chain without re-verifying it.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    /// When a verification stops being valid because a CRL goes stale (only when
+    /// stale CRLs are refused): bounds how long a cached verification holds.
+    pub crl_valid_until: Option<i64>,
     pub summary: Vec<String>,
 }
 
@@ -201,6 +204,11 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         summary.push(format!("crl {}: {} list(s)", p.display(), list.len()));
         crls.extend(list);
     }
+    let crl_valid_until = if t.crl_allow_stale {
+        None
+    } else {
+        material::crls_next_update(&crls)
+    };
     let mut vb =
         WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
     if t.crl_check == CrlCheck::Leaf {
@@ -252,6 +260,7 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     Ok(ListenerTls {
         config: Arc::new(cfg),
         verifier,
+        crl_valid_until,
         summary,
     })
 }

@@ -148,12 +148,12 @@ async fn handle<D: Io>(
     inbuf.drain(..n);
     let l = cx.listener;
     let r = route(cx, req.path());
-    let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer.as_ref(), "listener");
+    let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer_id(), "listener");
     if decision == Decision::Allow {
         if let Some(r) = r {
             decision = authz::decide(
                 r.allow.as_ref(),
-                cx.peer.as_ref(),
+                cx.peer_id(),
                 &format!(
                     "route {}",
                     if r.prefix.is_empty() { "/" } else { &r.prefix }
@@ -164,7 +164,7 @@ async fn handle<D: Io>(
     if let Decision::Deny(why) = decision {
         cx.shard.with(|s| s.denied += 1);
         cx.shard.request(403);
-        tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer.as_ref().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");
+        tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer_id().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");
         let close = req.body != BodyKind::None || !req.keep_alive;
         let _ = timeout(
             l.cfg.header_timeout,
@@ -192,7 +192,7 @@ async fn handle<D: Io>(
         }
     }
     let mut out = bufpool::big();
-    head::write_request(&mut out, &req, cx.xfcc.as_deref());
+    head::write_request(&mut out, &req, cx.peer.as_ref().map(|v| v.xfcc.as_str()));
     // Send the head; a reused connection that fails before any byte of it was
     // accepted is retried once on a fresh one.
     let mut fresh = false;

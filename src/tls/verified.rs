@@ -1,0 +1,95 @@
+//! Per-worker cache of client chains the listener's verifier has accepted.
+//!
+//! rustls restores a resumed session's client chain without verifying it, so
+//! each resumed handshake must be checked again. The verifier's answer for a
+//! chain depends only on the chain, the CA and CRL set (fixed for one verifier
+//! instance) and the time; so once a chain has verified, it stays valid until
+//! the earliest notAfter in it or, when stale CRLs are refused, the earliest CRL
+//! nextUpdate. Within that bound a resumed handshake skips the signature work;
+//! past it, or with a new verifier (CRL reload), the verifier runs again.
+//! The identity (and its XFCC value) is parsed once per chain, not per connection.
+
+use super::material;
+use super::server::ListenerTls;
+use crate::identity::PeerId;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A verified identity, shared by every connection of that partner on a worker.
+pub struct Verified {
+    pub peer: PeerId,
+    pub xfcc: String,
+    intermediates: Vec<Vec<u8>>,
+    valid_until: i64,
+}
+
+const MAX_ENTRIES: usize = 4096;
+
+#[derive(Default)]
+pub struct VerifiedCache {
+    map: HashMap<Vec<u8>, Rc<Verified>>,
+    /// Identity of the verifier the entries were made under.
+    verifier: usize,
+}
+
+fn earliest_not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .map(|c| material::cert_info(c).ok().map(|i| i.not_after))
+        .min()
+        .flatten()
+}
+
+impl VerifiedCache {
+    /// The identity behind `chain` (leaf first). `resumed`: rustls did not verify
+    /// it in this handshake, so it must be verified (or found verified) here.
+    /// The error is the failure reason label.
+    pub fn check(
+        &mut self,
+        tls: &ListenerTls,
+        chain: &[CertificateDer<'_>],
+        resumed: bool,
+    ) -> Result<Rc<Verified>, &'static str> {
+        let Some((leaf, rest)) = chain.split_first() else {
+            return Err("no_cert");
+        };
+        let now = material::now_secs();
+        let vid = std::sync::Arc::as_ptr(&tls.verifier) as *const () as usize;
+        if self.verifier != vid {
+            self.map.clear();
+            self.verifier = vid;
+        }
+        if let Some(v) = self.map.get(leaf.as_ref()) {
+            let same_chain = v.intermediates.len() == rest.len()
+                && v.intermediates
+                    .iter()
+                    .zip(rest)
+                    .all(|(a, b)| a[..] == b[..]);
+            if same_chain && now < v.valid_until {
+                return Ok(v.clone());
+            }
+        }
+        if resumed {
+            tls.verifier
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .map_err(|e| super::tls_reason(&e))?;
+        }
+        let peer = PeerId::from_der(leaf).map_err(|_| "bad_cert")?;
+        let mut valid_until = earliest_not_after(chain).unwrap_or(now);
+        if let Some(crl) = tls.crl_valid_until {
+            valid_until = valid_until.min(crl);
+        }
+        let v = Rc::new(Verified {
+            xfcc: peer.xfcc(),
+            peer,
+            intermediates: rest.iter().map(|c| c.to_vec()).collect(),
+            valid_until,
+        });
+        if self.map.len() >= MAX_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert(leaf.to_vec(), v.clone());
+        Ok(v)
+    }
+}
