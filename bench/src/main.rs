@@ -20,6 +20,8 @@ enum ModeArg {
     Keepalive,
     Hold,
     Floor,
+    /// Write a test PKI (CA, server, partner) into --out.
+    Pki,
 }
 
 #[derive(Parser)]
@@ -78,6 +80,11 @@ struct Args {
     /// floor: also measure resumed handshakes.
     #[arg(long, default_value_t = true)]
     floor_resume: bool,
+    /// pki: output directory; --rsa for RSA-2048 server and partner keys.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    #[arg(long)]
+    rsa: bool,
     /// A label carried into the JSON line (e.g. "mtlsgate", "nginx").
     #[arg(long, default_value = "")]
     label: String,
@@ -89,6 +96,13 @@ type Mark = (Option<Duration>, Duration);
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     procstat::raise_nofile();
+    if a.mode == ModeArg::Pki {
+        let out = a
+            .out
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("pki needs --out DIR"))?;
+        return write_pki(&out, a.rsa);
+    }
     let copts = client::ClientOpts {
         ca: a.ca.clone(),
         cert: a.cert.clone(),
@@ -267,5 +281,28 @@ fn hold(a: &Args, plan: &load::Plan) -> anyhow::Result<()> {
     );
     std::thread::sleep(a.duration.min(Duration::from_secs(600)));
     drop(conns);
+    Ok(())
+}
+
+/// ECDSA P-256 (or RSA-2048) CA, server cert for localhost, one partner cert.
+fn write_pki(dir: &std::path::Path, rsa: bool) -> anyhow::Result<()> {
+    use mtlsgate::demo::pki::{Ca, ClientSpec};
+    std::fs::create_dir_all(dir)?;
+    let ca = Ca::new("bench CA")?;
+    let server = ca.server(&["localhost", "127.0.0.1"], rsa)?;
+    let mut spec = ClientSpec::named("Bench Partner").uri("spiffe://partner.example/bench");
+    spec.rsa = rsa;
+    let client = ca.client(&spec)?;
+    let w = |name: &str, data: &str| std::fs::write(dir.join(name), data);
+    w("ca.crt", &ca.cert_pem)?;
+    w("server.crt", &server.cert_pem)?;
+    w("server.key", &server.key_pem)?;
+    w("client.crt", &client.cert_pem)?;
+    w("client.key", &client.key_pem)?;
+    println!(
+        "wrote {} PKI to {}",
+        if rsa { "RSA-2048" } else { "ECDSA P-256" },
+        dir.display()
+    );
     Ok(())
 }
