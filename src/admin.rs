@@ -54,16 +54,18 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     match path.as_str() {
         "/metrics" => {
             let snap = reg.collect(WORKER_WAIT);
-            let body = export::prometheus(&reg.listener_names, &snap);
+            let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
+            let body = export::prometheus(&reg.listener_names, &snap, &keys);
             reply(&mut s, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
             let snap = reg.collect(WORKER_WAIT);
+            let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
             reply(
                 &mut s,
                 200,
                 "application/json",
-                &export::stats_json(&reg.listener_names, &snap),
+                &export::stats_json(&reg.listener_names, &snap, &keys),
             )
         }
         "/healthz" | "/ready" => {

@@ -33,6 +33,11 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Manage a session-ticket key file shared by a fleet of gateways.
+    TicketKeys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
     /// Generate a dev PKI and config, start an echo upstream and the gateway.
     Demo {
         /// Where to write the PKI and config.
@@ -45,6 +50,52 @@ enum Cmd {
         #[arg(long, default_value = config::DEFAULT_ADMIN)]
         admin: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key file (next and current keys), mode 0600. Refuses to overwrite.
+    New { file: PathBuf },
+    /// Move each key one slot along: next → current → previous, and a fresh next.
+    Rotate { file: PathBuf },
+    /// Print the key ids in each slot (never the keys).
+    Show { file: PathBuf },
+}
+
+fn ticket_keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    use mtlsgate::tls::tickets::KeySet;
+    let show = |k: &KeySet| {
+        for (slot, id) in k.ids() {
+            println!("{slot:8} {id}");
+        }
+    };
+    match cmd {
+        KeysCmd::New { file } => {
+            anyhow::ensure!(
+                !file.exists(),
+                "{} exists; use `rotate` to change its keys",
+                file.display()
+            );
+            let k = KeySet::generate().map_err(anyhow::Error::msg)?;
+            k.store(&file).map_err(anyhow::Error::msg)?;
+            println!("created {}", file.display());
+            show(&k);
+        }
+        KeysCmd::Rotate { file } => {
+            let k = KeySet::load(&file)
+                .map_err(anyhow::Error::msg)?
+                .rotated()
+                .map_err(anyhow::Error::msg)?;
+            k.store(&file).map_err(anyhow::Error::msg)?;
+            println!(
+                "rotated {}; gateways reading it pick it up within a second (or on SIGHUP)",
+                file.display()
+            );
+            show(&k);
+        }
+        KeysCmd::Show { file } => show(&KeySet::load(&file).map_err(anyhow::Error::msg)?),
+    }
+    Ok(())
 }
 
 fn init_logs(format: LogFormat) {
@@ -66,6 +117,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => run(&config),
         Cmd::Check { config } => check(&config),
+        Cmd::TicketKeys { cmd } => ticket_keys(cmd),
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);
             mtlsgate::demo::run(&mtlsgate::demo::DemoOpts {

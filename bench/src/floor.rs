@@ -49,7 +49,15 @@ fn server_config(o: &FloorOpts, tls12: bool) -> anyhow::Result<Arc<rustls::Serve
     let path = std::path::Path::new("floor.toml");
     let cfg = mtlsgate::config::parse(path, &toml)?;
     let l = mtlsgate::tls::server::build(path, 0, &cfg.listeners[0])?; // ok: parse requires a listener
-    Ok(l.config)
+                                                                       // The gateway's own ticket sealer, as a worker would have it.
+    let keys = mtlsgate::tls::tickets::KeySet::generate().map_err(anyhow::Error::msg)?;
+    Ok(mtlsgate::tls::server::with_tickets(
+        &l,
+        &keys,
+        "floor",
+        cfg.tickets.lifetime,
+        Arc::default(),
+    ))
 }
 
 /// Moves all pending TLS bytes from one side to the other.

@@ -88,6 +88,8 @@ pub struct ServerTlsConfig {
     pub suites: Option<Vec<String>>,
     pub tickets: usize,
     pub session_tickets: bool,
+    /// Entries of the stateful session cache; 0 = off.
+    pub session_cache: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -141,11 +143,26 @@ pub struct Config {
     pub admin_bind: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub log_requests: bool,
+    pub tickets: TicketConfig,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
 }
 
+/// Session-ticket keys: from a fleet-wide file, or random in memory.
+#[derive(Debug, Clone)]
+pub struct TicketConfig {
+    pub key_file: Option<PathBuf>,
+    /// How long a ticket resumes (and the lifetime hint sent to clients).
+    pub lifetime: Duration,
+    /// In-memory keys only: how often they rotate.
+    pub rotation: Duration,
+}
+
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// One ticket per handshake serves clients that resume one connection at a
+/// time (curl, OpenSSL, Go, Java keep only the newest); see README.
+pub const DEFAULT_TICKETS: usize = 1;
+pub const DEFAULT_TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// Reads and validates `path`. TLS files are only checked for existence here.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -264,12 +281,32 @@ impl Validator<'_> {
             }
             listeners.push(l);
         }
+        let lifetime = nonzero(
+            self,
+            "ticket_lifetime",
+            raw.ticket_lifetime,
+            DEFAULT_TICKET_LIFETIME.as_secs(),
+        )?;
+        if lifetime > Duration::from_secs(7 * 24 * 3600) {
+            return Err(self.err("ticket_lifetime", "TLS allows at most 7 days"));
+        }
+        let tickets = TicketConfig {
+            key_file: raw.ticket_keys.as_deref().map(|p| self.path(p)),
+            lifetime,
+            rotation: nonzero(
+                self,
+                "ticket_rotation",
+                raw.ticket_rotation,
+                lifetime.as_secs(),
+            )?,
+        };
         Ok(Config {
             path: self.file.to_path_buf(),
             workers,
             admin_bind,
             log_format,
             log_requests: raw.log_requests.unwrap_or(true),
+            tickets,
             listeners,
             upstreams,
         })
@@ -486,8 +523,9 @@ impl Validator<'_> {
             tls12,
             groups: t.groups,
             suites: t.suites,
-            tickets: t.tickets.unwrap_or(2).min(16),
+            tickets: t.tickets.unwrap_or(DEFAULT_TICKETS).min(16),
             session_tickets: t.session_tickets.unwrap_or(true),
+            session_cache: t.session_cache.unwrap_or(0),
         })
     }
 }

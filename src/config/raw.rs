@@ -13,6 +13,11 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     pub log_format: Option<String>,
     pub log_requests: Option<bool>,
+    pub ticket_keys: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub ticket_lifetime: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub ticket_rotation: Option<Duration>,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
     #[serde(default)]
@@ -70,6 +75,7 @@ pub struct RawServerTls {
     pub suites: Option<Vec<String>>,
     pub tickets: Option<usize>,
     pub session_tickets: Option<bool>,
+    pub session_cache: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,6 @@
 //! Renders merged metrics as Prometheus text and as JSON for `/stats`.
 
-use super::{merge, ListenerStats, Snapshot};
+use super::{merge, KeyInfo, ListenerStats, Snapshot};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -19,10 +19,43 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub fn prometheus(names: &[String], snap: &Snapshot) -> String {
+pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
     let merged = merge(names.len(), snap);
     let mut o = String::new();
     let w = &mut o;
+    let _ = writeln!(w, "# HELP mtlsgate_resumption_ratio Resumed / all completed handshakes.\n# TYPE mtlsgate_resumption_ratio gauge");
+    for (n, s) in names.iter().zip(&merged) {
+        let _ = writeln!(
+            w,
+            "mtlsgate_resumption_ratio{{listener=\"{}\"}} {}",
+            esc(n),
+            ratio(s)
+        );
+    }
+    let _ = writeln!(w, "# HELP mtlsgate_ticket_failures_total Tickets that did not resume, by cause.\n# TYPE mtlsgate_ticket_failures_total counter");
+    for (n, s) in names.iter().zip(&merged) {
+        for (k, c) in &s.ticket_failures {
+            let _ = writeln!(
+                w,
+                "mtlsgate_ticket_failures_total{{listener=\"{}\",cause=\"{k}\"}} {c}",
+                esc(n)
+            );
+        }
+    }
+    let _ = writeln!(w, "# HELP mtlsgate_ticket_keys_info Ticket keys loaded, by slot.\n# TYPE mtlsgate_ticket_keys_info gauge");
+    for (slot, id) in &keys.ids {
+        let _ = writeln!(
+            w,
+            "mtlsgate_ticket_keys_info{{source=\"{}\",slot=\"{slot}\",id=\"{id}\"}} 1",
+            esc(&keys.source)
+        );
+    }
+    let _ = writeln!(w, "# TYPE mtlsgate_ticket_keys_loaded_timestamp_seconds gauge\nmtlsgate_ticket_keys_loaded_timestamp_seconds {}", keys.loaded_at);
+    let _ = writeln!(
+        w,
+        "# TYPE mtlsgate_ticket_keys_load_error gauge\nmtlsgate_ticket_keys_load_error {}",
+        keys.last_error.is_some() as u8
+    );
     // Writing to a String cannot fail, so results of writeln! are ignored below.
     let _ = writeln!(w, "# HELP mtlsgate_handshakes_total Completed TLS handshakes.\n# TYPE mtlsgate_handshakes_total counter");
     for (n, s) in names.iter().zip(&merged) {
@@ -148,6 +181,15 @@ pub fn prometheus(names: &[String], snap: &Snapshot) -> String {
     o
 }
 
+fn ratio(s: &ListenerStats) -> f64 {
+    let all = s.hs_full.len() + s.hs_resumed.len();
+    if all == 0 {
+        0.0
+    } else {
+        s.hs_resumed.len() as f64 / all as f64
+    }
+}
+
 fn latency(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return json!({"count": 0});
@@ -168,6 +210,8 @@ fn listener_json(s: &ListenerStats) -> Value {
     let resumed = s.hs_resumed.len();
     json!({
         "handshakes": {"full": full, "resumed": resumed},
+        "resumption_ratio": ratio(s),
+        "ticket_failures": s.ticket_failures,
         "handshake_latency_us": {"full": latency(&s.hs_full), "resumed": latency(&s.hs_resumed)},
         "failures": s.failures,
         "tls_versions": s.versions,
@@ -178,7 +222,7 @@ fn listener_json(s: &ListenerStats) -> Value {
     })
 }
 
-pub fn stats_json(names: &[String], snap: &Snapshot) -> String {
+pub fn stats_json(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
     let merged = merge(names.len(), snap);
     let listeners: Map<String, Value> = names
         .iter()
@@ -201,6 +245,12 @@ pub fn stats_json(names: &[String], snap: &Snapshot) -> String {
             }),
         })
         .collect();
-    let v = json!({"listeners": listeners, "workers": workers});
+    let ticket_keys = json!({
+        "source": keys.source,
+        "ids": keys.ids.iter().map(|(s, i)| (s.to_string(), json!(i))).collect::<Map<_, _>>(),
+        "loaded_at": keys.loaded_at,
+        "last_error": keys.last_error,
+    });
+    let v = json!({"listeners": listeners, "workers": workers, "ticket_keys": ticket_keys});
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

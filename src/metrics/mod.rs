@@ -3,10 +3,12 @@
 
 pub mod export;
 
+use crate::tls::tickets::TicketCounters;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,6 +25,8 @@ pub struct ListenerStats {
     pub denied: u64,
     pub requests: BTreeMap<u16, u64>,
     pub upstream_errors: BTreeMap<&'static str, u64>,
+    /// Tickets not accepted, by cause (filled from the sealers at snapshot time).
+    pub ticket_failures: BTreeMap<&'static str, u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -43,6 +47,7 @@ impl Default for ListenerStats {
             denied: 0,
             requests: BTreeMap::new(),
             upstream_errors: BTreeMap::new(),
+            ticket_failures: BTreeMap::new(),
         }
     }
 }
@@ -66,6 +71,9 @@ impl ListenerStats {
         }
         for (k, v) in &o.upstream_errors {
             *self.upstream_errors.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.ticket_failures {
+            *self.ticket_failures.entry(k).or_default() += v;
         }
     }
 }
@@ -118,6 +126,8 @@ impl Shard {
 #[derive(Clone)]
 pub struct Shards {
     inner: Rc<RefCell<WorkerMetrics>>,
+    /// Per listener; written by this worker's ticket sealers only.
+    pub tickets: Rc<Vec<Arc<TicketCounters>>>,
 }
 
 impl Shards {
@@ -126,6 +136,7 @@ impl Shards {
             inner: Rc::new(RefCell::new(WorkerMetrics {
                 listeners: (0..listeners).map(|_| ListenerStats::default()).collect(),
             })),
+            tickets: Rc::new((0..listeners).map(|_| Arc::default()).collect()),
         }
     }
 
@@ -139,7 +150,15 @@ impl Shards {
     /// Answers snapshot requests from the admin thread until it goes away.
     pub async fn serve(self, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Vec<ListenerStats>>>) {
         while let Some(reply) = rx.recv().await {
-            let snap = self.inner.borrow().listeners.clone();
+            let mut snap = self.inner.borrow().listeners.clone();
+            for (s, t) in snap.iter_mut().zip(self.tickets.iter()) {
+                let load =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                s.ticket_failures
+                    .insert("unknown_key", load(&t.unknown_key));
+                s.ticket_failures.insert("expired", load(&t.expired));
+                s.ticket_failures.insert("malformed", load(&t.malformed));
+            }
             let _ = reply.send(snap);
         }
     }
@@ -148,7 +167,20 @@ impl Shards {
 /// What the admin thread holds: a way to ask every worker for its shard.
 pub struct Registry {
     pub listener_names: Vec<String>,
+    /// Ticket keys in use (written by the main thread on load/rotation).
+    pub keys: Arc<Mutex<KeyInfo>>,
     pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<Vec<ListenerStats>>>>,
+}
+
+/// Which ticket keys are loaded, for `/metrics` and `/stats`.
+#[derive(Debug, Clone, Default)]
+pub struct KeyInfo {
+    /// "file:<path>" or "memory".
+    pub source: String,
+    pub ids: Vec<(&'static str, String)>,
+    /// Unix time of the last successful load or rotation.
+    pub loaded_at: i64,
+    pub last_error: Option<String>,
 }
 
 /// Per-worker snapshots, in worker order (`None` for a worker that did not answer).

@@ -43,7 +43,12 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     let start = Instant::now();
     let lc = &w.gw.listeners[idx];
     let shard = w.shards.listener(idx);
-    let conn = match ServerConnection::new(lc.tls.config.clone()) {
+    let (ltls, config) = {
+        let live = w.live.borrow();
+        let l = &live[idx]; // ok: one live state per listener, built with the worker
+        (l.tls.clone(), l.config.clone())
+    };
+    let conn = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {
             shard.failure("internal");
@@ -71,7 +76,7 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         log_refused(&w, &lc.cfg.name, addr, reason, &detail);
         return;
     }
-    let checked = tls.with_conn(|c| tls::session(c, &lc.tls, &mut w.verified[idx].borrow_mut()));
+    let checked = tls.with_conn(|c| tls::session(c, &ltls, &mut w.verified[idx].borrow_mut()));
     let session = match checked {
         Ok(s) => s,
         Err(reason) => {

@@ -5,6 +5,7 @@
 mod conn;
 pub mod listen;
 mod loglimit;
+pub mod reload;
 mod worker;
 
 use crate::authz::AllowList;
@@ -12,6 +13,7 @@ use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::metrics::Registry;
 use crate::proxy::upstream::UpstreamCtx;
 use crate::tls::server::ListenerTls;
+use crate::tls::tickets::KeySet;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -30,7 +32,8 @@ pub struct Route {
 pub struct ListenerCtx {
     pub idx: usize,
     pub cfg: ListenerConfig,
-    pub tls: ListenerTls,
+    /// TLS state at start-up; workers hold the live one (replaced on reload).
+    pub tls: Arc<ListenerTls>,
     pub default_upstream: Option<usize>,
     pub routes: Vec<Route>,
 }
@@ -42,6 +45,9 @@ pub struct Gateway {
     pub log_requests: bool,
     pub workers: usize,
     pub admin: Option<SocketAddr>,
+    pub config: Config,
+    /// Ticket keys at start-up (from the key file, or random).
+    pub keys: Arc<KeySet>,
     /// Human-readable lines about the loaded material (for `check`).
     pub summary: Vec<String>,
 }
@@ -94,12 +100,23 @@ impl Gateway {
             listeners.push(ListenerCtx {
                 idx,
                 cfg: l.clone(),
-                tls,
+                tls: Arc::new(tls),
                 default_upstream: l.upstream.as_deref().and_then(index),
                 routes,
             });
         }
+        let keys = match &cfg.tickets.key_file {
+            Some(p) => {
+                let k = KeySet::load(p).map_err(|e| ConfigError::new(file, "ticket_keys", e))?;
+                let ids: Vec<String> = k.ids().iter().map(|(s, i)| format!("{s}={i}")).collect();
+                summary.push(format!("ticket keys {}: {}", p.display(), ids.join(" ")));
+                k
+            }
+            None => KeySet::generate().map_err(|e| ConfigError::new(file, "ticket_keys", e))?,
+        };
         Ok(Gateway {
+            config: cfg.clone(),
+            keys: Arc::new(keys),
             listeners,
             upstreams,
             log_requests: cfg.log_requests,
@@ -161,9 +178,12 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut metric_txs = Vec::new();
+    let mut reload_txs = Vec::new();
     for (id, socks) in per_worker.into_iter().enumerate() {
         let (mtx, mrx) = tokio::sync::mpsc::unbounded_channel();
         metric_txs.push(mtx);
+        let (rtx, rrx) = tokio::sync::mpsc::unbounded_channel();
+        reload_txs.push(rtx);
         let core = if cores.is_empty() {
             None
         } else {
@@ -178,16 +198,18 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                     tx,
                     result: None,
                 };
-                guard.result = Some(worker::run(id, core, gw, socks, stop_rx, mrx));
+                guard.result = Some(worker::run(id, core, gw, socks, stop_rx, mrx, rrx));
             })
             .map_err(|e| anyhow::anyhow!("cannot start worker thread: {e}"))?;
     }
+    let mut reloader = reload::Reloader::new(gw.clone(), reload_txs);
     if let Some(a) = admin {
         let names = gw.listeners.iter().map(|l| l.cfg.name.clone()).collect();
         crate::admin::spawn(
             a,
             Registry {
                 listener_names: names,
+                keys: reloader.info.clone(),
                 workers: metric_txs,
             },
         )?;
@@ -217,10 +239,9 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
         tracing::info!(bind = %a, "admin listening");
     }
     loop {
-        match rx.recv() {
-            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
-                tracing::warn!("SIGHUP received: live reload is not supported in this version; restart the gateway to apply changes");
-            }
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => reloader.tick(),
+            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => reloader.reload("SIGHUP"),
             Ok(Event::Signal(s)) => {
                 tracing::info!(
                     signal = s,
@@ -233,7 +254,9 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 let why = r.err().unwrap_or_else(|| "exited unexpectedly".into());
                 anyhow::bail!("worker {id} stopped: {why}");
             }
-            Err(_) => anyhow::bail!("all workers and the signal thread are gone"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("all workers and the signal thread are gone")
+            }
         }
     }
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT + Duration::from_secs(2);

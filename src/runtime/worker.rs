@@ -3,9 +3,12 @@
 
 use super::conn;
 use super::loglimit::LogLimit;
+use super::reload::Reload;
 use super::{Gateway, DRAIN_TIMEOUT};
 use crate::metrics::{ListenerStats, Shards};
 use crate::proxy::upstream::Pool;
+use crate::tls::server::{with_tickets, ListenerTls};
+use crate::tls::tickets::KeySet;
 use crate::tls::verified::VerifiedCache;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -15,8 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// A listener's TLS state as this worker uses it now (swapped on reload).
+pub struct Live {
+    pub tls: Arc<ListenerTls>,
+    /// This worker's copy of the listener's config, with its own ticket sealer.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
 /// State shared by the tasks of one worker (never across threads).
 pub struct WorkerCtx {
+    pub live: RefCell<Vec<Live>>,
     pub gw: Arc<Gateway>,
     pub shards: Shards,
     pub pools: Rc<Vec<Rc<Pool>>>,
@@ -50,6 +61,7 @@ pub fn run(
     socks: Vec<std::net::TcpListener>,
     stop: watch::Receiver<bool>,
     metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<Vec<ListenerStats>>>,
+    reload_rx: mpsc::UnboundedReceiver<Reload>,
 ) -> Result<(), String> {
     if let Some(c) = core {
         if !core_affinity::set_for_current(c) {
@@ -66,7 +78,17 @@ pub fn run(
                 .map(|u| Pool::new(u.clone()))
                 .collect::<Vec<_>>(),
         );
+        let live = live_states(
+            &gw,
+            &gw.listeners
+                .iter()
+                .map(|l| l.tls.clone())
+                .collect::<Vec<_>>(),
+            &gw.keys,
+            &shards,
+        );
         let w = Rc::new(WorkerCtx {
+            live: RefCell::new(live),
             active: gw.listeners.iter().map(|_| Cell::new(0)).collect(),
             verified: gw.listeners.iter().map(|_| RefCell::default()).collect(),
             gw,
@@ -76,6 +98,7 @@ pub fn run(
             handshaking: Cell::new(0),
             log_limit: RefCell::new(LogLimit::new(10)),
         });
+        tokio_uring::spawn(apply_reloads(w.clone(), reload_rx));
         let mut fds = Vec::new();
         let mut tasks = Vec::new();
         for (idx, s) in socks.into_iter().enumerate() {
@@ -102,6 +125,37 @@ pub fn run(
         }
         Ok(())
     })
+}
+
+fn live_states(
+    gw: &Gateway,
+    tls: &[Arc<ListenerTls>],
+    keys: &KeySet,
+    shards: &Shards,
+) -> Vec<Live> {
+    gw.listeners
+        .iter()
+        .zip(tls)
+        .zip(shards.tickets.iter())
+        .map(|((l, t), counters)| Live {
+            config: with_tickets(
+                t,
+                keys,
+                &l.cfg.name,
+                gw.config.tickets.lifetime,
+                counters.clone(),
+            ),
+            tls: t.clone(),
+        })
+        .collect()
+}
+
+/// Swaps in new TLS state and keys; connections already open keep theirs.
+async fn apply_reloads(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Reload>) {
+    while let Some(r) = rx.recv().await {
+        let live = live_states(&w.gw, &r.tls, &r.keys, &w.shards);
+        *w.live.borrow_mut() = live;
+    }
 }
 
 async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerCtx>) {

@@ -4,7 +4,9 @@
 pub mod client;
 pub mod material;
 pub mod server;
+pub mod session_cache;
 pub mod stream;
+pub mod tickets;
 pub mod verified;
 
 pub use stream::{TlsError, TlsStream};

@@ -2,6 +2,7 @@
 //! client verifier (CA + CRLs), versions, groups, suites and tickets.
 
 use super::material::{self, CertInfo, Ctx};
+use super::tickets::{KeySet, Sealer, TicketCounters};
 use crate::config::{ConfigError, CrlCheck, ListenerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
@@ -19,6 +20,8 @@ pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     /// Re-run on resumed handshakes: rustls restores the chain without re-verifying it.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    /// Whether session tickets are on for this listener.
+    pub tickets: bool,
     /// When a verification stops being valid because a CRL goes stale (only when
     /// stale CRLs are refused): bounds how long a cached verification holds.
     pub crl_valid_until: Option<i64>,
@@ -244,13 +247,12 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         .with_cert_resolver(Arc::new(CertResolver { entries }));
     // rustls's default 256-entry cache sits behind one global mutex: tickets instead.
     cfg.session_storage = Arc::new(NoServerSessionStorage {});
-    if t.session_tickets {
-        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| ConfigError::new(file, format!("{key}.session_tickets"), e.to_string()))?;
-        cfg.send_tls13_tickets = t.tickets;
-    } else {
-        cfg.send_tls13_tickets = 0;
+    if t.session_cache > 0 {
+        // Shared by the listener's workers (configs cloned per worker share the Arc).
+        cfg.session_storage = Arc::new(super::session_cache::ShardedCache::new(t.session_cache));
     }
+    // The ticketer is set per worker (`with_tickets`): no lock shared on the hot path.
+    cfg.send_tls13_tickets = if t.session_tickets { t.tickets } else { 0 };
     if l.mode == crate::config::Mode::Http {
         // Say what we speak: an h2-only client fails cleanly instead of mis-framing.
         cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
@@ -260,9 +262,33 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     Ok(ListenerTls {
         config: Arc::new(cfg),
         verifier,
+        tickets: t.session_tickets,
         crl_valid_until,
         summary,
     })
+}
+
+/// A worker's own copy of a listener's config, with its own ticket sealer
+/// (keys derived for this listener) sharing the worker's ticket counters.
+pub fn with_tickets(
+    tls: &ListenerTls,
+    keys: &KeySet,
+    listener: &str,
+    lifetime: std::time::Duration,
+    counters: Arc<TicketCounters>,
+) -> Arc<ServerConfig> {
+    let mut cfg = (*tls.config).clone();
+    if tls.tickets {
+        let secs = lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
+        match Sealer::new(keys, listener, secs, counters) {
+            Some(s) => cfg.ticketer = Arc::new(s),
+            None => tracing::error!(
+                listener,
+                "cannot derive ticket keys; resumption by ticket is off"
+            ),
+        }
+    }
+    Arc::new(cfg)
 }
 
 #[cfg(test)]
