@@ -56,6 +56,11 @@ pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
         "# TYPE mtlsgate_ticket_keys_load_error gauge\nmtlsgate_ticket_keys_load_error {}",
         keys.last_error.is_some() as u8
     );
+    let _ = writeln!(
+        w,
+        "# TYPE mtlsgate_reloads_total counter\nmtlsgate_reloads_total {}",
+        keys.reloads
+    );
     // Writing to a String cannot fail, so results of writeln! are ignored below.
     let _ = writeln!(w, "# HELP mtlsgate_handshakes_total Completed TLS handshakes.\n# TYPE mtlsgate_handshakes_total counter");
     for (n, s) in names.iter().zip(&merged) {
@@ -250,6 +255,7 @@ pub fn stats_json(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
         "ids": keys.ids.iter().map(|(s, i)| (s.to_string(), json!(i))).collect::<Map<_, _>>(),
         "loaded_at": keys.loaded_at,
         "last_error": keys.last_error,
+        "reloads": keys.reloads,
     });
     let v = json!({"listeners": listeners, "workers": workers, "ticket_keys": ticket_keys});
     serde_json::to_string_pretty(&v).unwrap_or_default()

@@ -181,6 +181,8 @@ pub struct KeyInfo {
     /// Unix time of the last successful load or rotation.
     pub loaded_at: i64,
     pub last_error: Option<String>,
+    /// Completed reloads of TLS material (SIGHUP or a changed file).
+    pub reloads: u64,
 }
 
 /// Per-worker snapshots, in worker order (`None` for a worker that did not answer).

@@ -49,6 +49,7 @@ impl Reloader {
             ids: keys.ids(),
             loaded_at: crate::tls::material::now_secs(),
             last_error: None,
+            reloads: 0,
         };
         let mut watched: Vec<PathBuf> = gw.config.tickets.key_file.iter().cloned().collect();
         for l in &gw.config.listeners {
@@ -148,5 +149,6 @@ impl Reloader {
             }
         }
         self.broadcast();
+        self.set_info(|i| i.reloads += 1);
     }
 }

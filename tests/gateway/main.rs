@@ -4,6 +4,7 @@
 mod common;
 
 mod config_check;
+mod fleet;
 mod framing;
 mod http_proxy;
 mod limits;
