@@ -7,8 +7,8 @@
 
 use std::cell::RefCell;
 
-/// Enough for a request head or a ClientHello in most cases.
-pub const SMALL: usize = 2048;
+/// Enough for a typical request in one read; what an idle connection holds.
+pub const SMALL: usize = 1024;
 /// Two full TLS records: streaming reads and writes.
 pub const BIG: usize = 32 * 1024;
 /// How many free buffers of each size a worker keeps.

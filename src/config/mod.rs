@@ -86,6 +86,8 @@ pub struct ServerTlsConfig {
     pub tls12: bool,
     pub groups: Option<Vec<String>>,
     pub suites: Option<Vec<String>>,
+    /// Follow the client's suite order instead of the server's.
+    pub prefer_client_suites: bool,
     pub tickets: usize,
     pub session_tickets: bool,
     /// Entries of the stateful session cache; 0 = off.
@@ -523,6 +525,7 @@ impl Validator<'_> {
             tls12,
             groups: t.groups,
             suites: t.suites,
+            prefer_client_suites: t.prefer_client_suites.unwrap_or(false),
             tickets: t.tickets.unwrap_or(DEFAULT_TICKETS).min(16),
             session_tickets: t.session_tickets.unwrap_or(true),
             session_cache: t.session_cache.unwrap_or(0),

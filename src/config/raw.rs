@@ -73,6 +73,7 @@ pub struct RawServerTls {
     pub versions: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub suites: Option<Vec<String>>,
+    pub prefer_client_suites: Option<bool>,
     pub tickets: Option<usize>,
     pub session_tickets: Option<bool>,
     pub session_cache: Option<usize>,

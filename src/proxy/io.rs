@@ -21,7 +21,9 @@ pub trait Io {
 
 impl Io for TcpStream {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if buf.capacity() == buf.len() {
+        if buf.capacity() == 0 {
+            buf = crate::bufpool::small();
+        } else if buf.capacity() == buf.len() {
             buf.reserve(crate::bufpool::SMALL);
         }
         TcpStream::read(self, buf).await

@@ -116,6 +116,12 @@ pub fn provider(
         }
         p.kx_groups = chosen;
     }
+    if suites.is_none() {
+        // Default: prefer AES-128-GCM (SHA-256 transcript). aws-lc's SHA-384 has no
+        // fast path on many CPUs, and X25519/P-256 already cap security at 128 bits.
+        p.cipher_suites
+            .sort_by_key(|c| !c.suite().as_str().is_some_and(|n| n.contains("AES_128")));
+    }
     if let Some(suites) = suites {
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
         let mut chosen = Vec::new();
@@ -257,7 +263,8 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         // Say what we speak: an h2-only client fails cleanly instead of mis-framing.
         cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     }
-    cfg.ignore_client_order = t.suites.is_some();
+    // The server's order (the default above, or `suites`) wins unless told otherwise.
+    cfg.ignore_client_order = !t.prefer_client_suites;
     cfg.max_early_data_size = 0;
     Ok(ListenerTls {
         config: Arc::new(cfg),

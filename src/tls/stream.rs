@@ -151,24 +151,31 @@ where
 
     /// Appends decrypted bytes to `buf`'s spare capacity. `Ok(0)` is end of
     /// stream (close_notify, or TCP EOF without it: many clients skip it).
+    /// A `buf` without capacity gets a pooled one only once plaintext is there,
+    /// so a connection waiting for its next request holds just the read buffer.
     pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if buf.capacity() == buf.len() {
-            buf.reserve(bufpool::SMALL);
-        }
+        let mut eof = false;
         loop {
-            let start = buf.len();
-            let r = {
+            let state = self.conn.borrow_mut().process_new_packets();
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), buf),
+            };
+            if state.plaintext_bytes_to_read() > 0 {
+                if buf.capacity() == 0 {
+                    buf = bufpool::small();
+                } else if buf.capacity() == buf.len() {
+                    buf.reserve(bufpool::SMALL);
+                }
+                let start = buf.len();
                 let mut conn = self.conn.borrow_mut();
                 buf.resize(buf.capacity(), 0);
                 let r = conn.reader().read(&mut buf[start..]);
                 buf.truncate(start + *r.as_ref().unwrap_or(&0));
-                r
-            };
-            match r {
-                Ok(n) => return (Ok(n), buf),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (Ok(0), buf),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return (Err(e), buf),
+                return (r, buf);
+            }
+            if state.peer_has_closed() || eof {
+                return (Ok(0), buf);
             }
             if self.conn.borrow().wants_write() {
                 if let Err(e) = self.flush().await {
@@ -176,7 +183,7 @@ where
                 }
             }
             match self.fill().await {
-                Ok(_) => {}
+                Ok(more) => eof = !more,
                 Err(TlsError::Io(e)) => return (Err(e), buf),
                 Err(e) => {
                     return (

@@ -23,7 +23,7 @@ enum Next {
 
 /// Serves requests on one verified connection until it closes or must close.
 pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
-    let mut inbuf = bufpool::small();
+    let mut inbuf = Vec::new();
     let mut deadline = Instant::now() + cx.listener.cfg.header_timeout;
     let mut first = true;
     loop {
@@ -36,10 +36,6 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
         if matches!(next, Next::Close) || *cx.draining.borrow() {
             let _ = down.shutdown_write().await;
             break;
-        }
-        if inbuf.is_empty() && inbuf.capacity() != bufpool::SMALL {
-            // Idle connections keep only a small buffer.
-            bufpool::give(std::mem::replace(&mut inbuf, bufpool::small()));
         }
         deadline = Instant::now() + cx.listener.cfg.header_timeout;
     }
@@ -73,7 +69,10 @@ async fn read_head<D: Io>(
             }
         }
         let idle = inbuf.is_empty() && !first;
-        if inbuf.capacity() - inbuf.len() < 512 {
+        if inbuf.is_empty() {
+            // Nothing buffered: let the read take a buffer only when bytes arrive.
+            bufpool::give(std::mem::take(inbuf));
+        } else if inbuf.capacity() - inbuf.len() < 512 {
             let want = (inbuf.capacity() * 2).min(l.max_header_bytes + 1024);
             inbuf.reserve(want.saturating_sub(inbuf.len()).max(512));
         }
