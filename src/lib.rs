@@ -26,3 +26,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;
+pub mod tune;

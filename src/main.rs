@@ -27,11 +27,26 @@ enum Cmd {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
     },
     /// Load and validate the config and every file it names; print a summary.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// sysctl profiles for a gateway host: list, show, diff, verify, apply, revert.
+    Tune {
+        /// Act on this tree's proc/sys (tests, containers) instead of /.
+        #[arg(long, default_value = "/", global = true)]
+        root: PathBuf,
+        /// Read profiles from this directory instead of the built-in set.
+        #[arg(long, global = true)]
+        profile_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        op: mtlsgate::tune::TuneOp,
     },
     /// Manage a session-ticket key file shared by a fleet of gateways.
     TicketKeys {
@@ -50,6 +65,38 @@ enum Cmd {
         #[arg(long, default_value = config::DEFAULT_ADMIN)]
         admin: std::net::SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+struct Tuning {
+    /// A tuning profile whose gateway knobs serve as defaults (config keys win).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Read profiles from this directory instead of the built-in set.
+    #[arg(long)]
+    profile_dir: Option<PathBuf>,
+    /// Root of the tree whose proc/sys the start-up checks read.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+}
+
+impl Tuning {
+    fn knobs(&self) -> anyhow::Result<mtlsgate::tune::profile::Knobs> {
+        match &self.profile {
+            None => Ok(Default::default()),
+            Some(n) => Ok(
+                mtlsgate::tune::profile::load(n, self.profile_dir.as_deref())
+                    .map_err(anyhow::Error::msg)?
+                    .knobs,
+            ),
+        }
+    }
+}
+
+/// Raises the fd limit and returns the start-up warnings for this host.
+fn host_checks(cfg: &config::Config, t: &Tuning) -> Vec<String> {
+    let nofile = mtlsgate::tune::startup::raise_nofile(cfg.nofile);
+    mtlsgate::tune::startup::checks(&mtlsgate::tune::Tree::new(&t.root), cfg, nofile)
 }
 
 #[derive(Subcommand)]
@@ -115,8 +162,21 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run { config } => run(&config),
-        Cmd::Check { config } => check(&config),
+        Cmd::Run { config, tuning } => run(&config, &tuning),
+        Cmd::Check { config, tuning } => check(&config, &tuning),
+        Cmd::Tune {
+            root,
+            profile_dir,
+            op,
+        } => {
+            return match mtlsgate::tune::command(op, &root, profile_dir.as_deref()) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("mtlsgate: error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::TicketKeys { cmd } => ticket_keys(cmd),
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);
@@ -136,15 +196,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let cfg = config::load(path)?;
+fn run(path: &std::path::Path, t: &Tuning) -> anyhow::Result<()> {
+    let cfg = config::load_with(path, &t.knobs()?)?;
     init_logs(cfg.log_format);
+    for w in host_checks(&cfg, t) {
+        tracing::warn!("{w}");
+    }
     let gw = Gateway::build(&cfg)?;
     runtime::run(gw)
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let cfg = config::load(path)?;
+fn check(path: &std::path::Path, t: &Tuning) -> anyhow::Result<()> {
+    let cfg = config::load_with(path, &t.knobs()?)?;
     let gw = Gateway::build(&cfg).context("TLS material")?;
     println!("{}: ok", path.display());
     println!("workers: {}", cfg.workers);
@@ -154,12 +217,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     for l in &cfg.listeners {
         println!(
-            "listener {:?}: {} mode={:?} upstream={} routes={}",
+            "listener {:?}: {} mode={:?} upstream={} routes={} backlog={} max_connections={} tickets={}",
             l.name,
             l.bind,
             l.mode,
             l.upstream.as_deref().unwrap_or("-"),
-            l.routes.len()
+            l.routes.len(),
+            l.backlog,
+            l.max_connections,
+            l.tls.tickets
         );
     }
     for u in cfg.upstreams.values() {
@@ -173,6 +239,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     for line in &gw.summary {
         println!("  {line}");
+    }
+    for w in host_checks(&cfg, t) {
+        println!("warning: {w}");
     }
     Ok(())
 }

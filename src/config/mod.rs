@@ -8,6 +8,7 @@
 pub mod raw;
 
 use crate::authz::AllowList;
+use crate::tune::profile::Knobs;
 use raw::{RawConfig, RawListener, RawServerTls, RawUpstream};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -145,6 +146,12 @@ pub struct Config {
     pub admin_bind: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub log_requests: bool,
+    /// io_uring submission queue entries per worker ring.
+    pub ring_entries: u32,
+    /// SQPOLL kernel thread idle time in ms; 0 = no SQPOLL.
+    pub sqpoll_idle_ms: u32,
+    /// Open-file limit to ask for (capped by the hard limit); None = the hard limit.
+    pub nofile: Option<u64>,
     pub tickets: TicketConfig,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
@@ -175,6 +182,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text as if read from `path` (relative paths resolve beside it).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, &Knobs::default())
+}
+
+/// Like `load`, with a tuning profile's knobs as defaults (explicit keys win).
+pub fn load_with(path: &Path, knobs: &Knobs) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "", format!("cannot read config file: {e}")))?;
+    parse_with(path, &text, knobs)
+}
+
+pub fn parse_with(path: &Path, text: &str, knobs: &Knobs) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let msg = e.message().to_string();
         let line = e
@@ -187,7 +205,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     })?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    Validator { file: path, base }.config(raw)
+    Validator {
+        file: path,
+        base,
+        knobs,
+    }
+    .config(raw)
 }
 
 /// Best-effort name of the key a toml error points at: the key on the error's line.
@@ -206,6 +229,7 @@ fn key_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String
 struct Validator<'a> {
     file: &'a Path,
     base: PathBuf,
+    knobs: &'a Knobs,
 }
 
 impl Validator<'_> {
@@ -233,7 +257,7 @@ impl Validator<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let workers = match raw.workers.unwrap_or(0) {
+        let workers = match raw.workers.or(self.knobs.workers).unwrap_or(0) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n if n > 1024 => return Err(self.err("workers", "must be at most 1024")),
             n => n,
@@ -308,6 +332,16 @@ impl Validator<'_> {
             admin_bind,
             log_format,
             log_requests: raw.log_requests.unwrap_or(true),
+            ring_entries: raw
+                .ring_entries
+                .or(self.knobs.ring_entries)
+                .unwrap_or(256)
+                .clamp(8, 32768),
+            sqpoll_idle_ms: raw
+                .sqpoll_idle_ms
+                .or(self.knobs.sqpoll_idle_ms)
+                .unwrap_or(0),
+            nofile: raw.nofile.or(self.knobs.nofile),
             tickets,
             listeners,
             upstreams,
@@ -411,7 +445,10 @@ impl Validator<'_> {
                 "missing: this listener needs a default upstream",
             ));
         }
-        let max_connections = l.max_connections.unwrap_or(10_000);
+        let max_connections = l
+            .max_connections
+            .or(self.knobs.max_connections)
+            .unwrap_or(10_000);
         if max_connections == 0 {
             return Err(self.err(key("max_connections"), "must be at least 1"));
         }
@@ -425,14 +462,18 @@ impl Validator<'_> {
             mode,
             upstream,
             allow,
-            backlog: l.backlog.unwrap_or(4096),
+            backlog: l.backlog.or(self.knobs.backlog).unwrap_or(4096),
             nodelay: l.nodelay.unwrap_or(true),
             handshake_timeout: nonzero(self, &key("handshake_timeout"), l.handshake_timeout, 10)?,
             header_timeout: nonzero(self, &key("header_timeout"), l.header_timeout, 10)?,
             idle_timeout: nonzero(self, &key("idle_timeout"), l.idle_timeout, 60)?,
             max_header_bytes,
             max_connections,
-            max_handshakes: l.max_handshakes.unwrap_or(1024).max(1),
+            max_handshakes: l
+                .max_handshakes
+                .or(self.knobs.max_handshakes)
+                .unwrap_or(1024)
+                .max(1),
             tls: self.server_tls(i, l.tls)?,
             routes,
         })
@@ -525,8 +566,15 @@ impl Validator<'_> {
             tls12,
             groups: t.groups,
             suites: t.suites,
-            prefer_client_suites: t.prefer_client_suites.unwrap_or(false),
-            tickets: t.tickets.unwrap_or(DEFAULT_TICKETS).min(16),
+            prefer_client_suites: t
+                .prefer_client_suites
+                .or(self.knobs.prefer_client_suites)
+                .unwrap_or(false),
+            tickets: t
+                .tickets
+                .or(self.knobs.tickets)
+                .unwrap_or(DEFAULT_TICKETS)
+                .min(16),
             session_tickets: t.session_tickets.unwrap_or(true),
             session_cache: t.session_cache.unwrap_or(0),
         })

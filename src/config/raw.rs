@@ -14,6 +14,9 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     pub log_requests: Option<bool>,
     pub ticket_keys: Option<String>,
+    pub ring_entries: Option<u32>,
+    pub sqpoll_idle_ms: Option<u32>,
+    pub nofile: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub ticket_lifetime: Option<Duration>,
     #[serde(default, with = "humantime_serde")]

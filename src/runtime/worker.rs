@@ -68,7 +68,14 @@ pub fn run(
             tracing::warn!(worker = id, core = c.id, "could not pin worker to its core");
         }
     }
-    let rt = tokio_uring::Runtime::new(&tokio_uring::builder()).map_err(ring_error)?;
+    let mut b = tokio_uring::builder();
+    b.entries(gw.config.ring_entries);
+    if gw.config.sqpoll_idle_ms > 0 {
+        let mut u = tokio_uring::uring_builder();
+        u.setup_sqpoll(gw.config.sqpoll_idle_ms);
+        b.uring_builder(&u);
+    }
+    let rt = tokio_uring::Runtime::new(&b).map_err(ring_error)?;
     rt.block_on(async move {
         let shards = Shards::new(gw.listeners.len());
         tokio_uring::spawn(shards.clone().serve(metrics_rx));

@@ -11,4 +11,5 @@ mod limits;
 mod resumption;
 mod tcp_mode;
 mod tls_auth;
+mod tune;
 mod upstreams;
