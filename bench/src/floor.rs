@@ -53,6 +53,7 @@ fn server_config(o: &FloorOpts, tls12: bool) -> anyhow::Result<Arc<rustls::Serve
     let keys = mtlsgate::tls::tickets::KeySet::generate().map_err(anyhow::Error::msg)?;
     Ok(mtlsgate::tls::server::with_tickets(
         &l,
+        &l,
         &keys,
         "floor",
         cfg.tickets.lifetime,

@@ -95,6 +95,9 @@ type Mark = (Option<Duration>, Duration);
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // A report piped into `head` ends us quietly, like other command-line tools.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     procstat::raise_nofile();
     if a.mode == ModeArg::Pki {
         let out = a

@@ -81,22 +81,28 @@ addrs = ["{upstream}"]
     Ok(o.dir.join("mtlsgate.toml"))
 }
 
+/// Prints a line; a closed stdout (e.g. piped into `head`) must not stop the demo.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub fn run(o: &DemoOpts<'_>) -> anyhow::Result<()> {
     let upstream = echo::spawn("127.0.0.1:0".parse()?).context("cannot start the echo upstream")?;
     let path = prepare(o, upstream)?;
     let cfg = config::load(&path)?;
     let gw = Gateway::build(&cfg)?;
     let d = o.dir.display();
-    println!("mtlsgate demo: PKI and config in {d}/, echo upstream on {upstream}");
-    println!();
-    println!(
-        "A partner that gets through (the echo shows the x-forwarded-client-cert it received):"
-    );
-    println!("  curl --cacert {d}/ca.crt --cert {d}/partner-a.crt --key {d}/partner-a.key https://localhost:{}/hello", o.port);
-    println!();
-    println!("A partner whose certificate is revoked (refused during the handshake):");
-    println!("  curl --cacert {d}/ca.crt --cert {d}/partner-b.crt --key {d}/partner-b.key https://localhost:{}/hello", o.port);
-    println!();
-    println!("Metrics: curl http://{}/stats   Stop: Ctrl-C", o.admin);
+    say!("mtlsgate demo: PKI and config in {d}/, echo upstream on {upstream}");
+    say!("");
+    say!("A partner that gets through (the echo shows the x-forwarded-client-cert it received):");
+    say!("  curl --cacert {d}/ca.crt --cert {d}/partner-a.crt --key {d}/partner-a.key https://localhost:{}/hello", o.port);
+    say!("");
+    say!("A partner whose certificate is revoked (refused during the handshake):");
+    say!("  curl --cacert {d}/ca.crt --cert {d}/partner-b.crt --key {d}/partner-b.key https://localhost:{}/hello", o.port);
+    say!("");
+    say!("Metrics: curl http://{}/stats   Stop: Ctrl-C", o.admin);
     runtime::run(gw)
 }

@@ -6,7 +6,7 @@ use super::loglimit::LogLimit;
 use super::reload::Reload;
 use super::{Gateway, DRAIN_TIMEOUT};
 use crate::metrics::{ListenerStats, Shards};
-use crate::proxy::upstream::Pool;
+use crate::proxy::upstream::{Pool, UpstreamCtx};
 use crate::tls::server::{with_tickets, ListenerTls};
 use crate::tls::tickets::KeySet;
 use crate::tls::verified::VerifiedCache;
@@ -79,12 +79,7 @@ pub fn run(
     rt.block_on(async move {
         let shards = Shards::new(gw.listeners.len());
         tokio_uring::spawn(shards.clone().serve(metrics_rx));
-        let pools = Rc::new(
-            gw.upstreams
-                .iter()
-                .map(|u| Pool::new(u.clone()))
-                .collect::<Vec<_>>(),
-        );
+        let pools = Rc::new(pools(&gw));
         let live = live_states(
             &gw,
             &gw.listeners
@@ -134,25 +129,52 @@ pub fn run(
     })
 }
 
+/// This worker's TLS state: each worker loads its own copy of the material, so
+/// no reference count or key object is written by two cores per handshake.
+/// `shared` (already validated by the main thread) is the fallback and holds
+/// the listener-wide session cache.
 fn live_states(
     gw: &Gateway,
-    tls: &[Arc<ListenerTls>],
+    shared: &[Arc<ListenerTls>],
     keys: &KeySet,
     shards: &Shards,
 ) -> Vec<Live> {
     gw.listeners
         .iter()
-        .zip(tls)
+        .zip(shared)
         .zip(shards.tickets.iter())
-        .map(|((l, t), counters)| Live {
-            config: with_tickets(
-                t,
-                keys,
-                &l.cfg.name,
-                gw.config.tickets.lifetime,
-                counters.clone(),
-            ),
-            tls: t.clone(),
+        .map(|((l, s), counters)| {
+            let own = match crate::tls::server::build(&gw.config.path, l.idx, &l.cfg) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    tracing::warn!(listener = %l.cfg.name, error = %e, "worker copy of TLS material failed; sharing the main one");
+                    s.clone()
+                }
+            };
+            Live {
+                config: with_tickets(&own, s, keys, &l.cfg.name, gw.config.tickets.lifetime, counters.clone()),
+                tls: own,
+            }
+        })
+        .collect()
+}
+
+/// Per-worker upstream pools; TLS client configs are built per worker too.
+fn pools(gw: &Gateway) -> Vec<Rc<Pool>> {
+    gw.upstreams
+        .iter()
+        .map(|u| {
+            let ctx = match &u.cfg.tls {
+                Some(t) => match crate::tls::client::build(&gw.config.path, &u.cfg.name, t) {
+                    Ok(tls) => Arc::new(UpstreamCtx {
+                        cfg: u.cfg.clone(),
+                        tls: Some(tls),
+                    }),
+                    Err(_) => u.clone(),
+                },
+                None => u.clone(),
+            };
+            Pool::new(ctx)
         })
         .collect()
 }

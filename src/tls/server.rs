@@ -275,16 +275,20 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     })
 }
 
-/// A worker's own copy of a listener's config, with its own ticket sealer
-/// (keys derived for this listener) sharing the worker's ticket counters.
+/// A worker's config for a listener: built from the worker's own `ListenerTls`
+/// (so certificates, keys and verifier are not shared between cores), with its
+/// own ticket sealer (keys derived for this listener) and the listener-wide
+/// session cache from `shared`.
 pub fn with_tickets(
     tls: &ListenerTls,
+    shared: &ListenerTls,
     keys: &KeySet,
     listener: &str,
     lifetime: std::time::Duration,
     counters: Arc<TicketCounters>,
 ) -> Arc<ServerConfig> {
     let mut cfg = (*tls.config).clone();
+    cfg.session_storage = shared.config.session_storage.clone();
     if tls.tickets {
         let secs = lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
         match Sealer::new(keys, listener, secs, counters) {

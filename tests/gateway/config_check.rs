@@ -87,7 +87,7 @@ fn the_demo_serves_the_curl_command_it_prints_and_refuses_the_revoked_partner() 
             &format!("127.0.0.1:{admin}"),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("demo.log")).unwrap())
         .spawn()
         .unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
@@ -97,10 +97,18 @@ fn the_demo_serves_the_curl_command_it_prints_and_refuses_the_revoked_partner() 
         .filter(|l| l.trim_start().starts_with("curl --cacert"))
         .take(2)
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while common::admin_get(admin, "/healthz").map(|r| r.0).ok() != Some(200)
-        && std::time::Instant::now() < deadline
+    // Ready when the partner port itself accepts (and the demo is still running).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || common::admin_get(admin, "/healthz").map(|r| r.0).ok() != Some(200)
     {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "demo exited early: {st}: {}",
+                std::fs::read_to_string(tmp.path().join("demo.log")).unwrap_or_default()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "demo not ready");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let run = |cmd: &str| {

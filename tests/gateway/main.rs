@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench_tool;
 mod config_check;
 mod fleet;
 mod framing;

@@ -107,3 +107,30 @@ pub async fn copy<S: Io, D: Io>(
         }
     }
 }
+
+/// Moves the part of a body already buffered in `pending` into `out`, so it
+/// leaves together with the head in one write (one TLS record, one wake-up of
+/// the peer); returns what is left to stream with `copy`.
+pub fn take_buffered(kind: BodyKind, pending: &mut Vec<u8>, out: &mut Vec<u8>) -> BodyKind {
+    match kind {
+        BodyKind::Length(n) => {
+            let take = (pending.len() as u64).min(n) as usize;
+            out.extend_from_slice(&pending[..take]);
+            pending.drain(..take);
+            BodyKind::Length(n - take as u64)
+        }
+        BodyKind::Chunked => {
+            let mut d = ChunkedDecoder::new();
+            match d.advance(pending) {
+                Ok(used) if d.is_done() => {
+                    out.extend_from_slice(&pending[..used]);
+                    pending.drain(..used);
+                    BodyKind::None
+                }
+                // Not all here (or invalid): stream it; errors surface in `copy`.
+                _ => kind,
+            }
+        }
+        BodyKind::None | BodyKind::Close => kind,
+    }
+}

@@ -192,6 +192,7 @@ async fn handle<D: Io>(
     }
     let mut out = bufpool::big();
     head::write_request(&mut out, &req, cx.peer.as_ref().map(|v| v.xfcc.as_str()));
+    let req_rest = body::take_buffered(req.body, inbuf, &mut out);
     // Send the head; a reused connection that fails before any byte of it was
     // accepted is retried once on a fresh one.
     let mut fresh = false;
@@ -218,7 +219,7 @@ async fn handle<D: Io>(
     match body::copy(
         down,
         lease.io(),
-        req.body,
+        req_rest,
         inbuf,
         l.cfg.idle_timeout,
         ucfg.response_timeout,
@@ -296,6 +297,7 @@ async fn respond<D: Io>(
     let close = !req.keep_alive || resp.body == BodyKind::Close || *cx.draining.borrow();
     let mut o = bufpool::big();
     head::write_response(&mut o, &resp, close);
+    let resp_rest = body::take_buffered(resp.body, &mut upbuf, &mut o);
     let (res, o) = match timeout(l.cfg.idle_timeout, down.write_all(o)).await {
         Ok(r) => r,
         Err(_) => {
@@ -312,7 +314,7 @@ async fn respond<D: Io>(
     let copied = body::copy(
         lease.io(),
         down,
-        resp.body,
+        resp_rest,
         &mut pending,
         rt,
         l.cfg.idle_timeout,
