@@ -58,7 +58,8 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     };
     let tls = TlsStream::new(stream, conn);
     w.handshaking.set(w.handshaking.get() + 1);
-    let hs = timeout(lc.cfg.handshake_timeout, tls.handshake()).await;
+    // Boxed so the connection's long-lived future doesn't reserve room for it.
+    let hs = timeout(lc.cfg.handshake_timeout, Box::pin(tls.handshake())).await;
     w.handshaking.set(w.handshaking.get() - 1);
     let failed = match hs {
         Err(_) => {
@@ -117,6 +118,6 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     };
     match lc.cfg.mode {
         Mode::Http => http::serve(&tls, &cx).await,
-        Mode::Tcp => tcp::serve(&tls, &cx).await,
+        Mode::Tcp => Box::pin(tcp::serve(&tls, &cx)).await,
     }
 }

@@ -32,7 +32,9 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
             None => break,
         };
         first = false;
-        let next = handle(down, cx, req, &mut inbuf).await;
+        // Boxed: a request's state lives only while it runs, so a connection
+        // waiting for its next request keeps a small future (memory per idle connection).
+        let next = Box::pin(handle(down, cx, req, &mut inbuf)).await;
         if matches!(next, Next::Close) || *cx.draining.borrow() {
             let _ = down.shutdown_write().await;
             break;
