@@ -358,30 +358,3 @@ fn the_session_cache_resumes_tls_1_2_clients_that_do_not_use_tickets() {
         );
     }
 }
-
-#[test]
-fn openssl_s_client_resumes_a_tls_1_2_session() {
-    assert!(common::have("openssl"), "openssl is required");
-    let pki = Pki::new();
-    let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let sess = pki.dir.join("s12.pem");
-    let run = |flag: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | timeout 20 openssl s_client -tls1_2 -ign_eof -connect 127.0.0.1:{} -servername localhost -CAfile {} -cert {} -key {} {flag} {}",
-                gw.port,
-                pki.path("ca.crt"),
-                pki.path("good.crt"),
-                pki.path("good.key"),
-                sess.display()
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    assert!(run("-sess_out").contains("HTTP/1.1 200"));
-    let second = run("-sess_in");
-    assert!(second.contains("Reused, TLSv1.2"), "{second}");
-}

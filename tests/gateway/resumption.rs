@@ -45,8 +45,8 @@ fn a_rustls_client_resumes_a_tls_1_2_session_from_a_ticket() {
     });
 }
 
-#[test]
-fn openssl_s_client_resumes_with_sess_out_and_sess_in() {
+/// openssl s_client saves a session (`-sess_out`) and resumes it (`-sess_in`).
+fn openssl_resumes(version_flag: &str, want: &str) {
     assert!(common::have("openssl"), "openssl is required");
     let pki = Pki::new();
     let up = upstream::echo();
@@ -56,7 +56,7 @@ fn openssl_s_client_resumes_with_sess_out_and_sess_in() {
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | timeout 20 openssl s_client -ign_eof -connect 127.0.0.1:{} -servername localhost -CAfile {} -cert {} -key {} {flag} {}",
+                "printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | timeout 20 openssl s_client {version_flag} -ign_eof -connect 127.0.0.1:{} -servername localhost -CAfile {} -cert {} -key {} {flag} {}",
                 gw.port,
                 pki.path("ca.crt"),
                 pki.path("good.crt"),
@@ -70,8 +70,18 @@ fn openssl_s_client_resumes_with_sess_out_and_sess_in() {
     let first = run("-sess_out");
     assert!(first.contains("HTTP/1.1 200"), "{first}");
     let second = run("-sess_in");
-    assert!(second.contains("Reused,"), "{second}");
+    assert!(second.contains(want), "{second}");
     assert!(second.contains("HTTP/1.1 200"), "{second}");
+}
+
+#[test]
+fn openssl_s_client_resumes_a_tls_1_3_session_with_sess_out_and_sess_in() {
+    openssl_resumes("-tls1_3", "Reused, TLSv1.3");
+}
+
+#[test]
+fn openssl_s_client_resumes_a_tls_1_2_session_with_sess_out_and_sess_in() {
+    openssl_resumes("-tls1_2", "Reused, TLSv1.2");
 }
 
 #[test]
