@@ -23,6 +23,8 @@ pub fn bind_all(
             // Dual-stack where the system allows it; v6-only otherwise.
             let _ = s.set_only_v6(false);
         }
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux: no
+        // setsockopt per connection.
         s.set_tcp_nodelay(nodelay)?;
         s.bind(&addr.into())?;
         s.listen(backlog.min(i32::MAX as u32) as i32)?;

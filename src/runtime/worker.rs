@@ -206,10 +206,6 @@ async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerC
             }
         };
         shard.with(|s| s.accepted += 1);
-        if lc.cfg.nodelay {
-            // Linux copies TCP_NODELAY from the listener, but say it explicitly.
-            let _ = stream.set_nodelay(true);
-        }
         let active = &w.active[idx];
         if active.get() >= lc.cfg.max_connections {
             shard.with(|s| s.rejected_limit += 1);
