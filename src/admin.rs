@@ -26,7 +26,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let path = loop {
+    let (path, head_only) = loop {
         let n = match s.read(&mut chunk) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
@@ -37,18 +37,19 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
                 if req.method != Some("GET") && req.method != Some("HEAD") {
-                    return reply(&mut s, 405, "text/plain", "method not allowed\n");
+                    return reply(&mut s, false, 405, "text/plain", "method not allowed\n");
                 }
-                break req
+                let path = req
                     .path
                     .unwrap_or("/")
                     .split('?')
                     .next()
                     .unwrap_or("/")
                     .to_string();
+                break (path, req.method == Some("HEAD"));
             }
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
-            _ => return reply(&mut s, 400, "text/plain", "bad request\n"),
+            _ => return reply(&mut s, false, 400, "text/plain", "bad request\n"),
         }
     };
     match path.as_str() {
@@ -56,13 +57,14 @@ fn handle(mut s: TcpStream, reg: &Registry) {
             let snap = reg.collect(WORKER_WAIT);
             let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
             let body = export::prometheus(&reg.listener_names, &snap, &keys);
-            reply(&mut s, 200, "text/plain; version=0.0.4", &body)
+            reply(&mut s, head_only, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
             let snap = reg.collect(WORKER_WAIT);
             let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
             reply(
                 &mut s,
+                head_only,
                 200,
                 "application/json",
                 &export::stats_json(&reg.listener_names, &snap, &keys),
@@ -72,10 +74,11 @@ fn handle(mut s: TcpStream, reg: &Registry) {
             let snap = reg.collect(WORKER_WAIT);
             let down = snap.iter().filter(|w| w.is_none()).count();
             if down == 0 {
-                reply(&mut s, 200, "text/plain", "ok\n")
+                reply(&mut s, head_only, 200, "text/plain", "ok\n")
             } else {
                 reply(
                     &mut s,
+                    head_only,
                     503,
                     "text/plain",
                     &format!("{down} worker(s) not answering\n"),
@@ -84,6 +87,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         }
         _ => reply(
             &mut s,
+            head_only,
             404,
             "text/plain",
             "not found: try /metrics /stats /healthz\n",
@@ -91,7 +95,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     }
 }
 
-fn reply(s: &mut TcpStream, code: u16, ctype: &str, body: &str) {
+fn reply(s: &mut TcpStream, head_only: bool, code: u16, ctype: &str, body: &str) {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
@@ -104,5 +108,7 @@ fn reply(s: &mut TcpStream, code: u16, ctype: &str, body: &str) {
         body.len()
     );
     let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(body.as_bytes());
+    if !head_only {
+        let _ = s.write_all(body.as_bytes());
+    }
 }

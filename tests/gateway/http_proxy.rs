@@ -286,3 +286,74 @@ fn hop_by_hop_headers_are_not_forwarded_and_end_to_end_ones_are() {
     }
     assert_eq!(seen.header("x-kept"), Some("yes"));
 }
+
+#[test]
+fn pipelined_requests_sent_in_one_write_are_answered_in_order() {
+    let pki = Pki::new();
+    let up = upstream::spawn(|r| upstream::ok(&r.path));
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let mut s = client::connect(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "localhost",
+    )
+    .unwrap();
+    let mut burst = Vec::new();
+    for i in 0..5 {
+        burst
+            .extend_from_slice(format!("GET /p{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    }
+    burst.extend_from_slice(b"POST /p5 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabcGET /p6 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    s.write_all(&burst).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..7 {
+        let r = client::read_response(&mut s, &mut buf, false).unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("/p{i}")));
+    }
+    assert_eq!(up.requests()[5].body, b"abc");
+}
+
+#[test]
+fn an_http_1_0_request_is_answered_and_the_connection_closed() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let r = client::exchange(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        b"GET /old HTTP/1.0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn an_upstream_answering_with_garbage_gives_502() {
+    let pki = Pki::new();
+    let up = upstream::spawn(|_| upstream::Reply {
+        bytes: b"SMTP ready\r\n\r\n".to_vec(),
+        close: true,
+    });
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        gw.wait_stat("partners", "/upstream_errors/bad_response", 1),
+        1
+    );
+}
+
+#[test]
+fn an_upstream_response_with_ambiguous_framing_is_not_relayed() {
+    let pki = Pki::new();
+    let up = upstream::spawn(|_| upstream::Reply {
+        bytes:
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+        close: true,
+    });
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
+    assert_eq!(r.status, 502);
+}
