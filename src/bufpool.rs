@@ -11,8 +11,10 @@ use std::cell::RefCell;
 pub const SMALL: usize = 1024;
 /// Two full TLS records: streaming reads and writes.
 pub const BIG: usize = 32 * 1024;
-/// How many free buffers of each size a worker keeps.
-const KEEP: usize = 512;
+/// How many free buffers of each size a worker keeps (bounds what a burst
+/// leaves behind: 512 KiB of small, 2 MiB of big ones).
+const KEEP_SMALL: usize = 512;
+const KEEP_BIG: usize = 64;
 
 /// Free small and big buffers.
 type Pools = (Vec<Vec<u8>>, Vec<Vec<u8>>);
@@ -39,9 +41,9 @@ pub fn give(mut v: Vec<u8>) {
     let cap = v.capacity();
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        if cap == SMALL && p.0.len() < KEEP {
+        if cap == SMALL && p.0.len() < KEEP_SMALL {
             p.0.push(v);
-        } else if (BIG..BIG * 2).contains(&cap) && p.1.len() < KEEP {
+        } else if (BIG..BIG * 2).contains(&cap) && p.1.len() < KEEP_BIG {
             p.1.push(v);
         }
     });
