@@ -226,7 +226,7 @@ fn two_listeners_reading_one_key_file_do_not_resume_each_others_tickets() {
 fn a_partner_revoked_after_its_first_connection_cannot_resume_or_connect_after_sighup() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(
         &pki,
         &client::Opts {

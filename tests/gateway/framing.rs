@@ -7,7 +7,7 @@ use crate::common::{self, client, pki::Pki, upstream};
 fn each_ambiguous_framing_shape_gets_400_and_nothing_reaches_the_upstream() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &Default::default());
     let shapes: &[(&str, &[u8])] = &[
         ("CL with TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
@@ -47,7 +47,7 @@ fn each_ambiguous_framing_shape_gets_400_and_nothing_reaches_the_upstream() {
 fn a_forged_xfcc_header_in_any_spelling_never_reaches_the_upstream() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let req = b"GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-client-cert: Hash=forged\r\nX-Forwarded-Client-Cert: Hash=forged2\r\nX_Forwarded_Client_Cert: Hash=forged3\r\nx-forwarded_client-CERT: Hash=forged4\r\n\r\n";
     let r = client::exchange(gw.addr(), &client::config(&pki, &Default::default()), req).unwrap();
     assert_eq!(r.status, 200);

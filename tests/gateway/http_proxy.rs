@@ -23,14 +23,9 @@ fn a_10_mib_post_streams_through_intact() {
         );
         upstream::ok(&sha)
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let body = upstream::pattern(10 * 1024 * 1024);
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let mut s = client::partner(&pki, gw.addr());
     write!(
         s,
         "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
@@ -62,7 +57,7 @@ fn chunked_request_and_response_bodies_pass_through_intact() {
             close: false,
         }
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let req = b"POST /c HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
     let r = client::exchange(gw.addr(), &client::config(&pki, &Default::default()), req).unwrap();
     assert_eq!(r.status, 200);
@@ -88,13 +83,8 @@ fn head_204_and_304_responses_are_relayed_without_a_body_on_a_reused_connection(
             close: false,
         }
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let gw = common::start_basic(&pki, up.addr);
+    let mut s = client::partner(&pki, gw.addr());
     let mut buf = Vec::new();
     s.write_all(b"HEAD /head HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
@@ -119,13 +109,8 @@ fn head_204_and_304_responses_are_relayed_without_a_body_on_a_reused_connection(
 fn one_thousand_requests_share_one_keep_alive_connection_and_a_pooled_upstream() {
     let pki = Pki::new();
     let up = upstream::spawn(|_| upstream::ok("pong"));
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let gw = common::start_basic(&pki, up.addr);
+    let mut s = client::partner(&pki, gw.addr());
     let mut buf = Vec::new();
     for i in 0..1000 {
         write!(s, "GET /ping/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
@@ -226,7 +211,7 @@ fn dot_segments_and_encoded_dots_or_slashes_cannot_reach_a_denied_route() {
 fn a_mebibyte_of_headers_gets_431_and_the_gateway_stays_healthy() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &Default::default());
     let mut s = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     let mut req = b"GET / HTTP/1.1\r\nHost: localhost\r\n".to_vec();
@@ -248,7 +233,7 @@ fn a_mebibyte_of_headers_gets_431_and_the_gateway_stays_healthy() {
 fn a_request_with_101_headers_gets_431() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &Default::default());
     let mut req = String::from("GET / HTTP/1.1\r\nHost: localhost\r\n");
     for i in 0..100 {
@@ -269,7 +254,7 @@ fn a_request_with_101_headers_gets_431() {
 fn hop_by_hop_headers_are_not_forwarded_and_end_to_end_ones_are() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Authorization: x\r\nX-Kept: yes\r\n\r\n";
     let r = client::exchange(gw.addr(), &client::config(&pki, &Default::default()), req).unwrap();
     assert_eq!(r.status, 200);
@@ -291,13 +276,8 @@ fn hop_by_hop_headers_are_not_forwarded_and_end_to_end_ones_are() {
 fn pipelined_requests_sent_in_one_write_are_answered_in_order() {
     let pki = Pki::new();
     let up = upstream::spawn(|r| upstream::ok(&r.path));
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let gw = common::start_basic(&pki, up.addr);
+    let mut s = client::partner(&pki, gw.addr());
     let mut burst = Vec::new();
     for i in 0..5 {
         burst
@@ -317,7 +297,7 @@ fn pipelined_requests_sent_in_one_write_are_answered_in_order() {
 fn an_http_1_0_request_is_answered_and_the_connection_closed() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let r = client::exchange(
         gw.addr(),
         &client::config(&pki, &Default::default()),
@@ -335,7 +315,7 @@ fn an_upstream_answering_with_garbage_gives_502() {
         bytes: b"SMTP ready\r\n\r\n".to_vec(),
         close: true,
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
     assert_eq!(r.status, 502);
     assert_eq!(
@@ -353,7 +333,7 @@ fn an_upstream_response_with_ambiguous_framing_is_not_relayed() {
                 .to_vec(),
         close: true,
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
     assert_eq!(r.status, 502);
 }

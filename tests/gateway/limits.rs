@@ -27,7 +27,7 @@ fn expect_closed<R: Read>(r: &mut R) {
 fn garbage_bytes_instead_of_a_client_hello_are_dropped_and_the_gateway_stays_healthy() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let mut s = TcpStream::connect(gw.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: plaintext\r\n\r\n\x00\x01\x02garbage")
@@ -72,12 +72,7 @@ fn a_client_silent_after_its_handshake_is_dropped_at_the_header_timeout() {
         &pki.dir,
         &common::http_config(&pki, up.addr, "header_timeout = \"1s\"", "", ""),
     );
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let mut s = client::partner(&pki, gw.addr());
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap(); // a head that never ends
     expect_closed(&mut s);
     assert!(gw.healthy());
@@ -117,7 +112,7 @@ fn connections_over_max_connections_are_closed_at_once_and_counted() {
 fn sigterm_drains_and_exits_cleanly() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &Default::default());
     let mut idle = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

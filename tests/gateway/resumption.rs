@@ -13,7 +13,7 @@ fn request(s: &mut client::Tls) -> std::io::Result<client::Response> {
 fn resumes(o: client::Opts<'_>) {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &o);
     let mut first = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     assert!(!client::resumed(&first));
@@ -50,7 +50,7 @@ fn openssl_resumes(version_flag: &str, want: &str) {
     assert!(common::have("openssl"), "openssl is required");
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let sess = pki.dir.join("s.pem");
     let run = |flag: &str| {
         let out = Command::new("sh")
@@ -130,7 +130,7 @@ fn a_resumed_session_whose_certificate_has_expired_since_is_refused() {
     spec.lifetime = Some(time::Duration::seconds(3));
     pki.add_client("short", &spec);
     let up = upstream::echo();
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(
         &pki,
         &client::Opts {

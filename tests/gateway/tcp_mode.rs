@@ -13,12 +13,7 @@ fn tcp_mode_moves_32_mib_each_way_intact_with_half_close() {
     let pki = Pki::new();
     let (addr, got) = upstream::tcp_sink_then_source(N);
     let gw = common::start(&pki.dir, &tcp_config(&pki, addr, ""));
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let mut s = client::partner(&pki, gw.addr());
     let data = upstream::pattern(N);
     s.write_all(&data).unwrap();
     // Half-close: the upstream sees end of stream and only then answers.
@@ -51,12 +46,7 @@ fn tcp_mode_closes_a_connection_the_listener_allow_list_denies() {
         &pki.dir,
         &tcp_config(&pki, addr, "allow = [\"cn:Partner C\"]"),
     );
-    let mut s = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let mut s = client::partner(&pki, gw.addr());
     let _ = s.write_all(b"hello");
     let mut b = Vec::new();
     let _ = s.read_to_end(&mut b);

@@ -178,12 +178,7 @@ fn ecdsa_and_rsa_server_certificates_are_chosen_by_what_the_client_can_verify() 
     );
     let cfg = cfg.replace("[upstream.backend]", &format!("{certs}[upstream.backend]"));
     let gw = common::start(&pki.dir, &cfg);
-    let any = client::connect(
-        gw.addr(),
-        &client::config(&pki, &Default::default()),
-        "localhost",
-    )
-    .unwrap();
+    let any = client::partner(&pki, gw.addr());
     assert_eq!(server_cert_of(&any), pki.leaves["server"].der);
     let rsa = client::connect(
         gw.addr(),

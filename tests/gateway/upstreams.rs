@@ -32,7 +32,7 @@ fn a_slow_upstream_gives_504() {
         std::thread::sleep(Duration::from_secs(4));
         upstream::ok("late")
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
     assert_eq!(r.status, 504);
     assert_eq!(
@@ -55,7 +55,7 @@ fn an_upstream_that_closes_mid_response_costs_only_that_request() {
             upstream::ok("fine")
         }
     });
-    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let gw = common::start_basic(&pki, up.addr);
     let cfg = client::config(&pki, &Default::default());
     assert!(
         client::get(gw.addr(), &cfg, "/cut").is_err(),

@@ -91,6 +91,11 @@ pub fn connect(addr: SocketAddr, cfg: &Arc<ClientConfig>, sni: &str) -> io::Resu
     Ok(s)
 }
 
+/// A connected, handshaken session as the default partner ("good").
+pub fn partner(pki: &Pki, addr: SocketAddr) -> Tls {
+    connect(addr, &config(pki, &Opts::default()), "localhost").expect("partner handshake")
+}
+
 pub fn resumed(s: &Tls) -> bool {
     s.conn.handshake_kind() == Some(HandshakeKind::Resumed)
 }
@@ -126,16 +131,7 @@ pub fn read_response<R: Read>(
         let mut resp = httparse::Response::new(&mut hs);
         if let httparse::Status::Complete(n) = resp.parse(buf).map_err(io::Error::other)? {
             let status = resp.code.unwrap();
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).to_string(),
-                    )
-                })
-                .collect();
+            let headers = super::owned_headers(resp.headers);
             buf.drain(..n);
             if (100..200).contains(&status) {
                 continue;

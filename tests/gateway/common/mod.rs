@@ -32,6 +32,11 @@ pub fn start(dir: &Path, config: &str) -> Gateway {
     start_ports(dir, config, free_port(), free_port())
 }
 
+/// The standard config (one http listener in front of `upstream`), started.
+pub fn start_basic(pki: &pki::Pki, upstream: SocketAddr) -> Gateway {
+    start(&pki.dir, &http_config(pki, upstream, "", "", ""))
+}
+
 pub fn start_ports(dir: &Path, config: &str, port: u16, admin: u16) -> Gateway {
     let text = config
         .replace("{port}", &port.to_string())
@@ -158,6 +163,18 @@ pub fn admin_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// Header fields as owned (name, value) pairs.
+pub fn owned_headers(h: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    h.iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Is `prog` on PATH (curl, openssl)?

@@ -119,16 +119,7 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
             let mut hs = [httparse::EMPTY_HEADER; 256];
             let mut p = httparse::Request::new(&mut hs);
             if let httparse::Status::Complete(n) = p.parse(&buf).map_err(io::Error::other)? {
-                let headers: Vec<(String, String)> = p
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).to_string(),
-                        )
-                    })
-                    .collect();
+                let headers = super::owned_headers(p.headers);
                 let req = Seen {
                     method: p.method.unwrap().to_string(),
                     path: p.path.unwrap().to_string(),
