@@ -19,65 +19,71 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
-    let merged = merge(names.len(), snap);
-    let mut o = String::new();
-    let w = &mut o;
-    let _ = writeln!(w, "# HELP mtlsgate_resumption_ratio Resumed / all completed handshakes.\n# TYPE mtlsgate_resumption_ratio gauge");
-    for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(
-            w,
-            "mtlsgate_resumption_ratio{{listener=\"{}\"}} {}",
-            esc(n),
-            ratio(s)
-        );
-    }
-    let _ = writeln!(w, "# HELP mtlsgate_ticket_failures_total Tickets that did not resume, by cause.\n# TYPE mtlsgate_ticket_failures_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        for (k, c) in &s.ticket_failures {
-            let _ = writeln!(
-                w,
-                "mtlsgate_ticket_failures_total{{listener=\"{}\",cause=\"{k}\"}} {c}",
-                esc(n)
-            );
+/// Writes one metric family: `# HELP`/`# TYPE`, then `name{labels} value` per row.
+/// (Writing to a String cannot fail, so `writeln!` results are ignored.)
+fn family(w: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(w, "{name} {value}");
+        } else {
+            let _ = writeln!(w, "{name}{{{labels}}} {value}");
         }
     }
-    let _ = writeln!(w, "# HELP mtlsgate_ticket_keys_info Ticket keys loaded, by slot.\n# TYPE mtlsgate_ticket_keys_info gauge");
-    for (slot, id) in &keys.ids {
-        let _ = writeln!(
-            w,
-            "mtlsgate_ticket_keys_info{{source=\"{}\",slot=\"{slot}\",id=\"{id}\"}} 1",
-            esc(&keys.source)
-        );
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_ticket_keys_loaded_timestamp_seconds gauge\nmtlsgate_ticket_keys_loaded_timestamp_seconds {}", keys.loaded_at);
-    let _ = writeln!(
-        w,
-        "# TYPE mtlsgate_ticket_keys_load_error gauge\nmtlsgate_ticket_keys_load_error {}",
-        keys.last_error.is_some() as u8
+}
+
+/// One row per listener and per entry of `f`'s list of (extra labels, value).
+fn per_listener(
+    names: &[String],
+    merged: &[ListenerStats],
+    f: impl Fn(&ListenerStats) -> Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    names
+        .iter()
+        .zip(merged)
+        .flat_map(|(n, s)| {
+            let n = esc(n);
+            f(s).into_iter()
+                .map(move |(l, v)| (format!("listener=\"{n}\"{l}"), v))
+        })
+        .collect()
+}
+
+fn by<K: std::fmt::Display>(
+    label: &str,
+    m: &std::collections::BTreeMap<K, u64>,
+) -> Vec<(String, String)> {
+    m.iter()
+        .map(|(k, v)| (format!(",{label}=\"{k}\""), v.to_string()))
+        .collect()
+}
+
+fn one(v: impl ToString) -> Vec<(String, String)> {
+    vec![(String::new(), v.to_string())]
+}
+
+pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
+    let merged = merge(names.len(), snap);
+    let m = &merged;
+    let mut w = String::new();
+    let kinds = |s: &ListenerStats| {
+        vec![
+            (",kind=\"full\"".to_string(), s.hs_full.len().to_string()),
+            (
+                ",kind=\"resumed\"".to_string(),
+                s.hs_resumed.len().to_string(),
+            ),
+        ]
+    };
+    family(
+        &mut w,
+        "mtlsgate_handshakes_total",
+        "counter",
+        "Completed TLS handshakes.",
+        per_listener(names, m, kinds),
     );
-    let _ = writeln!(
-        w,
-        "# TYPE mtlsgate_reloads_total counter\nmtlsgate_reloads_total {}",
-        keys.reloads
-    );
-    // Writing to a String cannot fail, so results of writeln! are ignored below.
-    let _ = writeln!(w, "# HELP mtlsgate_handshakes_total Completed TLS handshakes.\n# TYPE mtlsgate_handshakes_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        let n = esc(n);
-        let _ = writeln!(
-            w,
-            "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"full\"}} {}",
-            s.hs_full.len()
-        );
-        let _ = writeln!(
-            w,
-            "mtlsgate_handshakes_total{{listener=\"{n}\",kind=\"resumed\"}} {}",
-            s.hs_resumed.len()
-        );
-    }
-    let _ = writeln!(w, "# HELP mtlsgate_handshake_duration_seconds Accept to handshake complete.\n# TYPE mtlsgate_handshake_duration_seconds summary");
-    for (n, s) in names.iter().zip(&merged) {
+    let mut summary = Vec::new();
+    for (n, s) in names.iter().zip(m) {
         let n = esc(n);
         for (kind, h) in [("full", &s.hs_full), ("resumed", &s.hs_resumed)] {
             for (q, qs) in QUANTILES {
@@ -86,104 +92,167 @@ pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
                 } else {
                     h.value_at_quantile(q) as f64 / 1e6
                 };
-                let _ = writeln!(w, "mtlsgate_handshake_duration_seconds{{listener=\"{n}\",kind=\"{kind}\",quantile=\"{qs}\"}} {v}");
+                summary.push((
+                    format!("listener=\"{n}\",kind=\"{kind}\",quantile=\"{qs}\""),
+                    v.to_string(),
+                ));
             }
-            let sum = h.mean() * h.len() as f64 / 1e6;
-            let _ = writeln!(
-                w,
-                "mtlsgate_handshake_duration_seconds_sum{{listener=\"{n}\",kind=\"{kind}\"}} {sum}"
-            );
-            let _ = writeln!(
-                w,
-                "mtlsgate_handshake_duration_seconds_count{{listener=\"{n}\",kind=\"{kind}\"}} {}",
-                h.len()
-            );
         }
     }
-    let _ = writeln!(w, "# HELP mtlsgate_handshake_failures_total Refused or failed handshakes by reason.\n# TYPE mtlsgate_handshake_failures_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        for (r, c) in &s.failures {
-            let _ = writeln!(
-                w,
-                "mtlsgate_handshake_failures_total{{listener=\"{}\",reason=\"{r}\"}} {c}",
-                esc(n)
-            );
+    family(
+        &mut w,
+        "mtlsgate_handshake_duration_seconds",
+        "summary",
+        "Accept to handshake complete.",
+        summary,
+    );
+    for (suffix, f) in [("_sum", true), ("_count", false)] {
+        for (n, s) in names.iter().zip(m) {
+            for (kind, h) in [("full", &s.hs_full), ("resumed", &s.hs_resumed)] {
+                let v = if f {
+                    (h.mean() * h.len() as f64 / 1e6).to_string()
+                } else {
+                    h.len().to_string()
+                };
+                let _ = writeln!(w, "mtlsgate_handshake_duration_seconds{suffix}{{listener=\"{}\",kind=\"{kind}\"}} {v}", esc(n));
+            }
         }
     }
-    let _ = writeln!(w, "# TYPE mtlsgate_tls_version_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        for (v, c) in &s.versions {
-            let _ = writeln!(
-                w,
-                "mtlsgate_tls_version_total{{listener=\"{}\",version=\"{v}\"}} {c}",
-                esc(n)
-            );
-        }
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_connections_accepted_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(
-            w,
-            "mtlsgate_connections_accepted_total{{listener=\"{}\"}} {}",
-            esc(n),
-            s.accepted
-        );
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_connections_active gauge");
-    for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(
-            w,
-            "mtlsgate_connections_active{{listener=\"{}\"}} {}",
-            esc(n),
-            s.active
-        );
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_connections_rejected_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(
-            w,
-            "mtlsgate_connections_rejected_total{{listener=\"{}\",reason=\"max_connections\"}} {}",
-            esc(n),
-            s.rejected_limit
-        );
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_policy_denied_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        let _ = writeln!(
-            w,
-            "mtlsgate_policy_denied_total{{listener=\"{}\"}} {}",
-            esc(n),
-            s.denied
-        );
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_requests_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        for (code, c) in &s.requests {
-            let _ = writeln!(
-                w,
-                "mtlsgate_requests_total{{listener=\"{}\",code=\"{code}\"}} {c}",
-                esc(n)
-            );
-        }
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_upstream_errors_total counter");
-    for (n, s) in names.iter().zip(&merged) {
-        for (k, c) in &s.upstream_errors {
-            let _ = writeln!(
-                w,
-                "mtlsgate_upstream_errors_total{{listener=\"{}\",kind=\"{k}\"}} {c}",
-                esc(n)
-            );
-        }
-    }
-    let _ = writeln!(w, "# TYPE mtlsgate_worker_handshakes_total counter");
+    family(
+        &mut w,
+        "mtlsgate_resumption_ratio",
+        "gauge",
+        "Resumed / all completed handshakes.",
+        per_listener(names, m, |s| one(ratio(s))),
+    );
+    family(
+        &mut w,
+        "mtlsgate_handshake_failures_total",
+        "counter",
+        "Refused or failed handshakes by reason.",
+        per_listener(names, m, |s| by("reason", &s.failures)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_tls_version_total",
+        "counter",
+        "Completed handshakes by TLS version.",
+        per_listener(names, m, |s| by("version", &s.versions)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_ticket_failures_total",
+        "counter",
+        "Tickets that did not resume, by cause.",
+        per_listener(names, m, |s| by("cause", &s.ticket_failures)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_connections_accepted_total",
+        "counter",
+        "Accepted TCP connections.",
+        per_listener(names, m, |s| one(s.accepted)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_connections_active",
+        "gauge",
+        "Open partner connections.",
+        per_listener(names, m, |s| one(s.active)),
+    );
+    let rejected = |s: &ListenerStats| {
+        vec![(
+            ",reason=\"max_connections\"".to_string(),
+            s.rejected_limit.to_string(),
+        )]
+    };
+    family(
+        &mut w,
+        "mtlsgate_connections_rejected_total",
+        "counter",
+        "Connections closed at once over a limit.",
+        per_listener(names, m, rejected),
+    );
+    family(
+        &mut w,
+        "mtlsgate_policy_denied_total",
+        "counter",
+        "Requests or connections denied by an allow-list.",
+        per_listener(names, m, |s| one(s.denied)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_requests_total",
+        "counter",
+        "HTTP responses by status.",
+        per_listener(names, m, |s| by("code", &s.requests)),
+    );
+    family(
+        &mut w,
+        "mtlsgate_upstream_errors_total",
+        "counter",
+        "Upstream failures by kind.",
+        per_listener(names, m, |s| by("kind", &s.upstream_errors)),
+    );
+    let mut workers = Vec::new();
     for (i, ws) in snap.iter().enumerate() {
         for (n, s) in names.iter().zip(ws.iter().flatten()) {
-            let _ = writeln!(w, "mtlsgate_worker_handshakes_total{{worker=\"{i}\",listener=\"{}\",kind=\"full\"}} {}", esc(n), s.hs_full.len());
-            let _ = writeln!(w, "mtlsgate_worker_handshakes_total{{worker=\"{i}\",listener=\"{}\",kind=\"resumed\"}} {}", esc(n), s.hs_resumed.len());
+            workers.extend(
+                kinds(s)
+                    .into_iter()
+                    .map(|(l, v)| (format!("worker=\"{i}\",listener=\"{}\"{l}", esc(n)), v)),
+            );
         }
     }
-    o
+    family(
+        &mut w,
+        "mtlsgate_worker_handshakes_total",
+        "counter",
+        "Completed handshakes per worker.",
+        workers,
+    );
+    let info = keys
+        .ids
+        .iter()
+        .map(|(slot, id)| {
+            (
+                format!(
+                    "source=\"{}\",slot=\"{slot}\",id=\"{id}\"",
+                    esc(&keys.source)
+                ),
+                "1".to_string(),
+            )
+        })
+        .collect();
+    family(
+        &mut w,
+        "mtlsgate_ticket_keys_info",
+        "gauge",
+        "Ticket keys loaded, by slot.",
+        info,
+    );
+    family(
+        &mut w,
+        "mtlsgate_ticket_keys_loaded_timestamp_seconds",
+        "gauge",
+        "When the ticket keys were last loaded.",
+        one(keys.loaded_at),
+    );
+    family(
+        &mut w,
+        "mtlsgate_ticket_keys_load_error",
+        "gauge",
+        "1 while the last key-file load failed.",
+        one(u8::from(keys.last_error.is_some())),
+    );
+    family(
+        &mut w,
+        "mtlsgate_reloads_total",
+        "counter",
+        "Reloads of TLS material.",
+        one(keys.reloads),
+    );
+    w
 }
 
 fn ratio(s: &ListenerStats) -> f64 {

@@ -337,3 +337,32 @@ fn an_upstream_response_with_ambiguous_framing_is_not_relayed() {
     let r = client::get(gw.addr(), &client::config(&pki, &Default::default()), "/").unwrap();
     assert_eq!(r.status, 502);
 }
+
+#[test]
+fn metrics_expose_handshakes_latency_and_requests_in_prometheus_text() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = common::start_basic(&pki, up.addr);
+    assert_eq!(
+        client::get(gw.addr(), &client::config(&pki, &Default::default()), "/")
+            .unwrap()
+            .status,
+        200
+    );
+    gw.wait_stat("partners", "/requests/200", 1);
+    let (code, text) = common::admin_get(gw.admin, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for want in [
+        "mtlsgate_handshakes_total{listener=\"partners\",kind=\"full\"} 1",
+        "mtlsgate_requests_total{listener=\"partners\",code=\"200\"} 1",
+        "mtlsgate_handshake_duration_seconds_count{listener=\"partners\",kind=\"full\"} 1",
+        "# TYPE mtlsgate_handshake_duration_seconds summary",
+        "mtlsgate_ticket_keys_info{source=\"memory\",slot=\"current\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not a sample: {line}");
+    }
+}
