@@ -98,15 +98,20 @@ impl fmt::Display for AllowList {
     }
 }
 
-/// Applies one allow-list (`None` = any verified client) to an optional identity.
-pub fn decide(list: Option<&AllowList>, peer: Option<&PeerId>, scope: &str) -> Decision {
+/// Applies one allow-list (`None` = any verified client) to an optional
+/// identity. `scope` names the list in a denial and is only called then.
+pub fn decide(
+    list: Option<&AllowList>,
+    peer: Option<&PeerId>,
+    scope: impl FnOnce() -> String,
+) -> Decision {
     let Some(list) = list else {
         return Decision::Allow;
     };
     match peer {
-        None => Decision::Deny(format!("{scope} requires a client certificate")),
+        None => Decision::Deny(format!("{} requires a client certificate", scope())),
         Some(p) if list.matches(p) => Decision::Allow,
-        Some(_) => Decision::Deny(format!("identity not in {scope} allow-list {list}")),
+        Some(_) => Decision::Deny(format!("identity not in {} allow-list {list}", scope())),
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         if let Decision::Deny(why) = authz::decide(
             lc.cfg.allow.as_ref(),
             session.peer.as_ref().map(|v| &v.peer),
-            "listener",
+            || "listener".into(),
         ) {
             shard.with(|s| s.denied += 1);
             tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |v| v.peer.subject.as_str()), reason = %why, "connection denied by policy");

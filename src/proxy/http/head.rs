@@ -278,18 +278,21 @@ pub fn parse_response(
 
 /// Headers that describe one hop and are never forwarded.
 fn hop_by_hop(name: &str, listed: &[String]) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "connection"
-            | "keep-alive"
-            | "te"
-            | "upgrade"
-            | "transfer-encoding"
-            | "content-length"
-            | "trailer"
-    ) || n.starts_with("proxy-")
-        || listed.contains(&n)
+    // Case-insensitive without allocating: this runs for every header of every message.
+    const FIXED: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "transfer-encoding",
+        "content-length",
+        "trailer",
+    ];
+    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+        || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
 }
 
 /// True for any spelling of `x-forwarded-client-cert` (case, `_` for `-`).

@@ -149,17 +149,15 @@ async fn handle<D: Io>(
     inbuf.drain(..n);
     let l = cx.listener;
     let r = route(cx, req.path());
-    let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer_id(), "listener");
+    let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer_id(), || "listener".into());
     if decision == Decision::Allow {
         if let Some(r) = r {
-            decision = authz::decide(
-                r.allow.as_ref(),
-                cx.peer_id(),
-                &format!(
+            decision = authz::decide(r.allow.as_ref(), cx.peer_id(), || {
+                format!(
                     "route {}",
                     if r.prefix.is_empty() { "/" } else { &r.prefix }
-                ),
-            );
+                )
+            });
         }
     }
     if let Decision::Deny(why) = decision {
