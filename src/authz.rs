@@ -151,9 +151,9 @@ mod tests {
 
     #[test]
     fn missing_identity_is_denied_when_a_list_exists() {
-        assert_eq!(decide(None, None, "route"), Decision::Allow);
+        assert_eq!(decide(None, None, || "route".into()), Decision::Allow);
         assert!(matches!(
-            decide(Some(&list(&["cn:x"])), None, "route"),
+            decide(Some(&list(&["cn:x"])), None, || "route".into()),
             Decision::Deny(_)
         ));
     }
