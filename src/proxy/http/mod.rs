@@ -36,7 +36,7 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
         // waiting for its next request keeps a small future (memory per idle connection).
         let next = Box::pin(handle(down, cx, req, &mut inbuf)).await;
         if matches!(next, Next::Close) || *cx.draining.borrow() {
-            let _ = down.shutdown_write().await;
+            close(down).await;
             break;
         }
         deadline = Instant::now() + cx.listener.cfg.header_timeout;
@@ -66,6 +66,7 @@ async fn read_head<D: Io>(
                         400
                     };
                     reject(down, cx, code, &e.to_string()).await;
+                    close(down).await;
                     return None;
                 }
             }
@@ -115,6 +116,40 @@ async fn read_head<D: Io>(
 }
 
 /// Sends a gateway-generated error and counts it; the connection then closes.
+/// How long a closing connection may keep draining what the partner still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much of it we read before giving up on a clean close.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Closes our side, then reads and discards what the partner is still sending
+/// (a request we refused mid-way) for a moment: closing a socket with unread
+/// data makes the kernel send a reset, which can destroy the error response
+/// before the partner reads it (nginx's lingering close).
+async fn close<D: Io>(down: &D) {
+    let _ = down.shutdown_write().await;
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    let mut buf = bufpool::small();
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match timeout_at(deadline, down.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            Ok((_, b)) => {
+                buf = b;
+                break;
+            }
+            Err(_) => {
+                down.abort();
+                return;
+            }
+        }
+    }
+    bufpool::give(buf);
+}
+
 async fn reject<D: Io>(down: &D, cx: &ConnCtx<'_>, code: u16, detail: &str) {
     cx.shard.request(code);
     tracing::info!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), addr = %cx.peer_addr, status = code, detail, "request rejected");
