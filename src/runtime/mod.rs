@@ -151,6 +151,7 @@ impl Drop for ExitGuard {
 
 /// Serves until SIGINT/SIGTERM (then drains) or until a worker dies (error).
 pub fn run(gw: Gateway) -> anyhow::Result<()> {
+    worker::probe_ring(&gw).map_err(anyhow::Error::msg)?;
     let gw = Arc::new(gw);
     let n = gw.workers;
     // Bind everything first so address errors surface before any thread starts.

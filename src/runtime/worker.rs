@@ -54,6 +54,24 @@ fn ring_error(e: io::Error) -> String {
     format!("cannot create the io_uring ring: {e}. {hint}")
 }
 
+/// A worker's tokio-uring runtime, as a `Result` (`tokio_uring::start` panics).
+fn runtime(gw: &Gateway) -> Result<tokio_uring::Runtime, String> {
+    let mut b = tokio_uring::builder();
+    b.entries(gw.config.ring_entries);
+    if gw.config.sqpoll_idle_ms > 0 {
+        let mut u = tokio_uring::uring_builder();
+        u.setup_sqpoll(gw.config.sqpoll_idle_ms);
+        b.uring_builder(&u);
+    }
+    tokio_uring::Runtime::new(&b).map_err(ring_error)
+}
+
+/// Creates (and drops) one ring, so a host without io_uring fails before
+/// anything is bound or announced.
+pub fn probe_ring(gw: &Gateway) -> Result<(), String> {
+    runtime(gw).map(drop)
+}
+
 pub fn run(
     id: usize,
     core: Option<core_affinity::CoreId>,
@@ -68,14 +86,7 @@ pub fn run(
             tracing::warn!(worker = id, core = c.id, "could not pin worker to its core");
         }
     }
-    let mut b = tokio_uring::builder();
-    b.entries(gw.config.ring_entries);
-    if gw.config.sqpoll_idle_ms > 0 {
-        let mut u = tokio_uring::uring_builder();
-        u.setup_sqpoll(gw.config.sqpoll_idle_ms);
-        b.uring_builder(&u);
-    }
-    let rt = tokio_uring::Runtime::new(&b).map_err(ring_error)?;
+    let rt = runtime(&gw)?;
     rt.block_on(async move {
         let shards = Shards::new(gw.listeners.len());
         tokio_uring::spawn(shards.clone().serve(metrics_rx));
