@@ -366,3 +366,25 @@ fn metrics_expose_handshakes_latency_and_requests_in_prometheus_text() {
         assert!(value.parse::<f64>().is_ok(), "not a sample: {line}");
     }
 }
+
+#[test]
+fn an_http_1_0_partner_gets_a_chunked_upstream_body_as_plain_data_then_close() {
+    let pki = Pki::new();
+    let up = upstream::spawn(|_| {
+        upstream::Reply {
+        bytes: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(),
+        close: false,
+    }
+    });
+    let gw = common::start_basic(&pki, up.addr);
+    let r = client::exchange(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        b"GET / HTTP/1.0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.text(), "hello world");
+}

@@ -36,6 +36,8 @@ async fn write<D: Io>(dst: &D, buf: Vec<u8>, t: Duration) -> Result<Vec<u8>, Bod
 
 /// Copies one body. `pending` holds bytes already read from `src`; on success
 /// it holds whatever was read past the end of this body (a pipelined request).
+/// `dechunk`: a chunked body is sent as its plain data (for HTTP/1.0 partners,
+/// who get it close-delimited).
 pub async fn copy<S: Io, D: Io>(
     src: &S,
     dst: &D,
@@ -43,6 +45,7 @@ pub async fn copy<S: Io, D: Io>(
     pending: &mut Vec<u8>,
     read_timeout: Duration,
     write_timeout: Duration,
+    dechunk: bool,
 ) -> Result<u64, BodyError> {
     let mut remaining = match kind {
         BodyKind::None => return Ok(0),
@@ -55,6 +58,15 @@ pub async fn copy<S: Io, D: Io>(
     loop {
         // `buf` holds unforwarded source bytes; decide how many belong to the body.
         let take = match &mut chunked {
+            Some(d) if dechunk => {
+                let mut data = Vec::with_capacity(buf.len());
+                let used = d
+                    .advance_with(&buf, |x| data.extend_from_slice(x))
+                    .map_err(|e| BodyError::SrcFraming(e.0))?;
+                pending.extend_from_slice(&buf[used..]);
+                bufpool::give(std::mem::replace(&mut buf, data));
+                buf.len()
+            }
             Some(d) => d.advance(&buf).map_err(|e| BodyError::SrcFraming(e.0))?,
             None => buf.len().min(remaining.min(usize::MAX as u64) as usize),
         };

@@ -258,6 +258,7 @@ async fn handle<D: Io>(
         inbuf,
         l.cfg.idle_timeout,
         ucfg.response_timeout,
+        false,
     )
     .await
     {
@@ -329,10 +330,19 @@ async fn respond<D: Io>(
             Ok(_) => {}
         }
     };
-    let close = !req.keep_alive || resp.body == BodyKind::Close || *cx.draining.borrow();
+    // An HTTP/1.0 partner can't read chunked framing: send the data, then close.
+    let dechunk = req.http10 && resp.body == BodyKind::Chunked;
+    let close = !req.keep_alive || resp.body == BodyKind::Close || dechunk || *cx.draining.borrow();
     let mut o = bufpool::big();
-    head::write_response(&mut o, &resp, close);
-    let resp_rest = body::take_buffered(resp.body, &mut upbuf, &mut o);
+    let resp_rest = if dechunk {
+        let mut h = resp.clone();
+        h.body = BodyKind::Close;
+        head::write_response(&mut o, &h, close);
+        resp.body
+    } else {
+        head::write_response(&mut o, &resp, close);
+        body::take_buffered(resp.body, &mut upbuf, &mut o)
+    };
     let (res, o) = match timeout(l.cfg.idle_timeout, down.write_all(o)).await {
         Ok(r) => r,
         Err(_) => {
@@ -353,6 +363,7 @@ async fn respond<D: Io>(
         &mut pending,
         rt,
         l.cfg.idle_timeout,
+        dechunk,
     )
     .await;
     extra.append(&mut pending);
