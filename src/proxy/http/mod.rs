@@ -4,19 +4,20 @@
 pub mod body;
 pub mod chunked;
 pub mod head;
+mod respond;
 
 use super::io::Io;
-use super::upstream::Lease;
 use super::ConnCtx;
 use crate::authz::{self, Decision};
 use crate::bufpool;
 use body::BodyError;
 use head::{BodyKind, HeadError, RequestHead};
+use respond::{respond, upstream_failed};
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// How a request ended for the downstream connection.
-enum Next {
+pub(super) enum Next {
     KeepAlive,
     Close,
 }
@@ -274,168 +275,4 @@ async fn handle<D: Io>(
         Err(_) => return Next::Close, // the partner went away or stalled mid-body
     }
     respond(down, cx, &req, lease, started).await
-}
-
-/// Reads the upstream's response and relays it; decides keep-alive on both sides.
-async fn respond<D: Io>(
-    down: &D,
-    cx: &ConnCtx<'_>,
-    req: &RequestHead,
-    lease: Lease,
-    started: std::time::Instant,
-) -> Next {
-    let l = cx.listener;
-    let rt = lease_timeout(&lease);
-    let mut upbuf = bufpool::big();
-    let deadline = Instant::now() + rt;
-    let is_head = req.method == "HEAD";
-    let resp = loop {
-        match head::parse_response(&upbuf, 64 * 1024, is_head) {
-            Ok(Some((h, n))) if (100..200).contains(&h.code) && h.code != 101 => {
-                upbuf.drain(..n);
-                if h.code != 100 {
-                    let mut o = Vec::with_capacity(256);
-                    head::write_response(&mut o, &h, false);
-                    if down.write_all(o).await.0.is_err() {
-                        return Next::Close;
-                    }
-                }
-                continue;
-            }
-            Ok(Some((h, n))) if h.code == 101 || h.code < 100 => {
-                let _ = n;
-                return upstream_failed(down, cx, req, 502, "bad_response", started).await;
-            }
-            Ok(Some((h, n))) => {
-                upbuf.drain(..n);
-                break h;
-            }
-            Ok(None) => {}
-            Err(_) => return upstream_failed(down, cx, req, 502, "bad_response", started).await,
-        }
-        if upbuf.capacity() - upbuf.len() < 1024 {
-            upbuf.reserve(upbuf.capacity());
-        }
-        let (res, b) = match timeout_at(deadline, lease.io().read(upbuf)).await {
-            Err(_) => {
-                return upstream_failed(down, cx, req, 504, "response_timeout", started).await
-            }
-            Ok(r) => r,
-        };
-        upbuf = b;
-        match res {
-            Ok(0) | Err(_) => {
-                return upstream_failed(down, cx, req, 502, "response_failed", started).await
-            }
-            Ok(_) => {}
-        }
-    };
-    // An HTTP/1.0 partner can't read chunked framing: send the data, then close.
-    let dechunk = req.http10 && resp.body == BodyKind::Chunked;
-    let close = !req.keep_alive || resp.body == BodyKind::Close || dechunk || *cx.draining.borrow();
-    let mut o = bufpool::big();
-    let resp_rest = if dechunk {
-        let mut h = resp.clone();
-        h.body = BodyKind::Close;
-        head::write_response(&mut o, &h, close);
-        resp.body
-    } else {
-        head::write_response(&mut o, &resp, close);
-        body::take_buffered(resp.body, &mut upbuf, &mut o)
-    };
-    let (res, o) = match timeout(l.cfg.idle_timeout, down.write_all(o)).await {
-        Ok(r) => r,
-        Err(_) => {
-            down.abort();
-            return Next::Close;
-        }
-    };
-    bufpool::give(o);
-    if res.is_err() {
-        return Next::Close;
-    }
-    let mut extra = Vec::new();
-    let mut pending = upbuf;
-    let copied = body::copy(
-        lease.io(),
-        down,
-        resp_rest,
-        &mut pending,
-        rt,
-        l.cfg.idle_timeout,
-        dechunk,
-    )
-    .await;
-    extra.append(&mut pending);
-    cx.shard.request(resp.code);
-    log_request(cx, req, resp.code, lease.ctx_name(), started);
-    match copied {
-        Ok(_) => {
-            if resp.reusable && extra.is_empty() {
-                lease.release();
-            }
-            if close {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            }
-        }
-        Err(BodyError::SrcFraming(why)) => {
-            cx.shard.upstream_error("bad_response_body");
-            tracing::warn!(listener = %l.cfg.name, upstream = %lease.ctx_name(), why, "invalid upstream response body; closing");
-            down.abort();
-            Next::Close
-        }
-        Err(_) => {
-            down.abort();
-            Next::Close
-        }
-    }
-}
-
-fn lease_timeout(lease: &Lease) -> Duration {
-    lease.response_timeout()
-}
-
-async fn upstream_failed<D: Io>(
-    down: &D,
-    cx: &ConnCtx<'_>,
-    req: &RequestHead,
-    code: u16,
-    kind: &'static str,
-    started: std::time::Instant,
-) -> Next {
-    cx.shard.upstream_error(kind);
-    cx.shard.request(code);
-    tracing::warn!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), method = %req.method, path = %req.path(), status = code, kind, "upstream failed");
-    log_request(cx, req, code, "-", started);
-    // The request body may be partly unread: close rather than guess where the next request starts.
-    let _ = timeout(
-        cx.listener.cfg.header_timeout,
-        down.write_all(head::error_response(code, true, kind)),
-    )
-    .await;
-    Next::Close
-}
-
-fn log_request(
-    cx: &ConnCtx<'_>,
-    req: &RequestHead,
-    status: u16,
-    upstream: &str,
-    started: std::time::Instant,
-) {
-    if cx.log_requests {
-        tracing::info!(
-            listener = %cx.listener.cfg.name,
-            peer = cx.peer_label(),
-            addr = %cx.peer_addr,
-            method = %req.method,
-            path = %req.path(),
-            status,
-            upstream,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
 }

@@ -1,0 +1,379 @@
+//! Turns the raw file structs into a typed `Config`, naming the key at fault.
+
+use super::raw::{RawConfig, RawListener, RawServerTls, RawUpstream};
+use super::types::*;
+use crate::authz::AllowList;
+use crate::tune::profile::Knobs;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) struct Validator<'a> {
+    pub(super) file: &'a Path,
+    pub(super) base: PathBuf,
+    pub(super) knobs: &'a Knobs,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, key, msg)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        if let Ok(a) = s.parse() {
+            return Ok(a);
+        }
+        s.to_socket_addrs()
+            .map_err(|e| self.err(key, format!("bad address {s:?}: {e}")))?
+            .next()
+            .ok_or_else(|| self.err(key, format!("address {s:?} resolves to nothing")))
+    }
+
+    pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let workers = match raw.workers.or(self.knobs.workers).unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > 1024 => return Err(self.err("workers", "must be at most 1024")),
+            n => n,
+        };
+        let admin_bind = match raw.admin.and_then(|a| a.bind) {
+            None => Some(self.addr("admin.bind", DEFAULT_ADMIN)?),
+            Some(s) if s.is_empty() || s == "off" => None,
+            Some(s) => Some(self.addr("admin.bind", &s)?),
+        };
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(o) => {
+                return Err(self.err("log_format", format!("{o:?}: use \"text\" or \"json\"")))
+            }
+        };
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in raw.upstream {
+            let u = self.upstream(&name, u)?;
+            upstreams.insert(name, Arc::new(u));
+        }
+        if raw.listener.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        let mut binds = HashSet::new();
+        let mut names = HashSet::new();
+        if let Some(a) = admin_bind {
+            binds.insert(a);
+        }
+        for (i, l) in raw.listener.into_iter().enumerate() {
+            let l = self.listener(i, l, &upstreams)?;
+            if !binds.insert(l.bind) {
+                return Err(self.err(
+                    format!("listener[{i}].bind"),
+                    format!(
+                        "duplicate bind address {} (used by another listener or admin)",
+                        l.bind
+                    ),
+                ));
+            }
+            if !names.insert(l.name.clone()) {
+                return Err(self.err(
+                    format!("listener[{i}].name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            listeners.push(l);
+        }
+        let lifetime = nonzero(
+            self,
+            "ticket_lifetime",
+            raw.ticket_lifetime,
+            DEFAULT_TICKET_LIFETIME.as_secs(),
+        )?;
+        if lifetime > Duration::from_secs(7 * 24 * 3600) {
+            return Err(self.err("ticket_lifetime", "TLS allows at most 7 days"));
+        }
+        let tickets = TicketConfig {
+            key_file: raw.ticket_keys.as_deref().map(|p| self.path(p)),
+            lifetime,
+            rotation: nonzero(
+                self,
+                "ticket_rotation",
+                raw.ticket_rotation,
+                lifetime.as_secs(),
+            )?,
+        };
+        Ok(Config {
+            path: self.file.to_path_buf(),
+            workers,
+            admin_bind,
+            log_format,
+            log_requests: raw.log_requests.unwrap_or(true),
+            ring_entries: raw
+                .ring_entries
+                .or(self.knobs.ring_entries)
+                .unwrap_or(256)
+                .clamp(8, 32768),
+            sqpoll_idle_ms: raw
+                .sqpoll_idle_ms
+                .or(self.knobs.sqpoll_idle_ms)
+                .unwrap_or(0),
+            nofile: raw.nofile.or(self.knobs.nofile),
+            tickets,
+            listeners,
+            upstreams,
+        })
+    }
+
+    fn upstream(&self, name: &str, u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let key = |k: &str| format!("upstream.{name}.{k}");
+        if u.addrs.is_empty() {
+            return Err(self.err(key("addrs"), "needs at least one address"));
+        }
+        let addrs = u
+            .addrs
+            .iter()
+            .map(|a| self.addr(&key("addrs"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match u.tls {
+            None => None,
+            Some(t) => {
+                if t.cert.is_some() != t.key.is_some() {
+                    return Err(self.err(key("tls"), "cert and key must be given together"));
+                }
+                if t.server_name.is_empty() {
+                    return Err(self.err(key("tls.server_name"), "must not be empty"));
+                }
+                Some(UpstreamTlsConfig {
+                    ca: self.path(&t.ca),
+                    cert: t.cert.as_deref().map(|p| self.path(p)),
+                    key: t.key.as_deref().map(|p| self.path(p)),
+                    server_name: t.server_name,
+                })
+            }
+        };
+        let pool_size = u.pool_size.unwrap_or(64);
+        if pool_size == 0 {
+            return Err(self.err(key("pool_size"), "must be at least 1"));
+        }
+        Ok(UpstreamConfig {
+            name: name.to_string(),
+            addrs,
+            connect_timeout: nonzero(self, &key("connect_timeout"), u.connect_timeout, 2)?,
+            response_timeout: nonzero(self, &key("response_timeout"), u.response_timeout, 30)?,
+            pool_size,
+            tls,
+        })
+    }
+
+    fn listener(
+        &self,
+        i: usize,
+        l: RawListener,
+        ups: &BTreeMap<String, Arc<UpstreamConfig>>,
+    ) -> Result<ListenerConfig, ConfigError> {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        let name = l.name.unwrap_or_else(|| format!("listener{i}"));
+        let mode = match l.mode.as_deref() {
+            None | Some("http") => Mode::Http,
+            Some("tcp") => Mode::Tcp,
+            Some(o) => return Err(self.err(key("mode"), format!("{o:?}: use \"http\" or \"tcp\""))),
+        };
+        let known = |k: String, u: &str| -> Result<String, ConfigError> {
+            if ups.contains_key(u) {
+                Ok(u.to_string())
+            } else {
+                Err(self.err(
+                    k,
+                    format!("unknown upstream {u:?} (no [upstream.{u}] section)"),
+                ))
+            }
+        };
+        let upstream = l
+            .upstream
+            .as_deref()
+            .map(|u| known(key("upstream"), u))
+            .transpose()?;
+        let allow = self.allow(&key("allow"), l.allow)?;
+        let mut routes = Vec::new();
+        for (j, r) in l.route.into_iter().enumerate() {
+            let rk = |k: &str| format!("listener[{i}].route[{j}].{k}");
+            if mode == Mode::Tcp {
+                return Err(self.err(rk("path_prefix"), "routes only apply to mode = \"http\""));
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(self.err(rk("path_prefix"), "must start with '/'"));
+            }
+            let up = match r.upstream.as_deref() {
+                Some(u) => known(rk("upstream"), u)?,
+                None => upstream.clone().ok_or_else(|| {
+                    self.err(rk("upstream"), "no upstream here and none on the listener")
+                })?,
+            };
+            routes.push(RouteConfig {
+                path_prefix: r.path_prefix.trim_end_matches('/').to_string(),
+                upstream: up,
+                allow: self.allow(&rk("allow"), r.allow)?,
+            });
+        }
+        if upstream.is_none() && (mode == Mode::Tcp || routes.is_empty()) {
+            return Err(self.err(
+                key("upstream"),
+                "missing: this listener needs a default upstream",
+            ));
+        }
+        let max_connections = l
+            .max_connections
+            .or(self.knobs.max_connections)
+            .unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(self.err(key("max_connections"), "must be at least 1"));
+        }
+        let max_header_bytes = l.max_header_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_header_bytes) {
+            return Err(self.err(key("max_header_bytes"), "must be between 1024 and 16777216"));
+        }
+        Ok(ListenerConfig {
+            bind: self.addr(&key("bind"), &l.bind)?,
+            name,
+            mode,
+            upstream,
+            allow,
+            backlog: l.backlog.or(self.knobs.backlog).unwrap_or(4096),
+            nodelay: l.nodelay.unwrap_or(true),
+            handshake_timeout: nonzero(self, &key("handshake_timeout"), l.handshake_timeout, 10)?,
+            header_timeout: nonzero(self, &key("header_timeout"), l.header_timeout, 10)?,
+            idle_timeout: nonzero(self, &key("idle_timeout"), l.idle_timeout, 60)?,
+            max_header_bytes,
+            max_connections,
+            max_handshakes: l
+                .max_handshakes
+                .or(self.knobs.max_handshakes)
+                .unwrap_or(1024)
+                .max(1),
+            tls: self.server_tls(i, l.tls)?,
+            routes,
+        })
+    }
+
+    fn allow(&self, key: &str, v: Option<Vec<String>>) -> Result<Option<AllowList>, ConfigError> {
+        v.map(|v| AllowList::parse(&v).map_err(|e| self.err(key, e)))
+            .transpose()
+    }
+
+    fn server_tls(&self, i: usize, t: RawServerTls) -> Result<ServerTlsConfig, ConfigError> {
+        let key = |k: &str| format!("listener[{i}].tls.{k}");
+        let mut certs = Vec::new();
+        match (t.cert, t.key) {
+            (Some(c), Some(k)) => certs.push(CertEntry {
+                cert: self.path(&c),
+                key: self.path(&k),
+                sni: vec![],
+            }),
+            (None, None) => {}
+            _ => return Err(self.err(key("cert"), "cert and key must be given together")),
+        }
+        for c in t.certs {
+            certs.push(CertEntry {
+                cert: self.path(&c.cert),
+                key: self.path(&c.key),
+                sni: c.sni.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            });
+        }
+        if certs.is_empty() {
+            return Err(self.err(
+                key("cert"),
+                "missing: give cert and key, or [[listener.tls.certs]]",
+            ));
+        }
+        let client_auth_required = match t.client_auth.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(o) => {
+                return Err(self.err(
+                    key("client_auth"),
+                    format!("{o:?}: use \"required\" or \"optional\""),
+                ))
+            }
+        };
+        if t.client_ca.is_none() {
+            return Err(self.err(
+                key("client_ca"),
+                "missing: mTLS needs the CA bundle that signs partner certificates",
+            ));
+        }
+        let crl_check = match t.crl_check.as_deref() {
+            None | Some("chain") => CrlCheck::Chain,
+            Some("leaf") => CrlCheck::Leaf,
+            Some(o) => {
+                return Err(self.err(
+                    key("crl_check"),
+                    format!("{o:?}: use \"chain\" or \"leaf\""),
+                ))
+            }
+        };
+        let (mut tls13, mut tls12) = (false, false);
+        for v in t
+            .versions
+            .unwrap_or_else(|| vec!["1.3".into(), "1.2".into()])
+        {
+            match v.as_str() {
+                "1.3" => tls13 = true,
+                "1.2" => tls12 = true,
+                o => {
+                    return Err(self.err(
+                        key("versions"),
+                        format!("{o:?}: use \"1.3\" and/or \"1.2\""),
+                    ))
+                }
+            }
+        }
+        if !tls13 && !tls12 {
+            return Err(self.err(key("versions"), "must enable at least one version"));
+        }
+        Ok(ServerTlsConfig {
+            certs,
+            client_ca: t.client_ca.as_deref().map(|p| self.path(p)),
+            client_auth_required,
+            crls: t.crl.iter().map(|p| self.path(p)).collect(),
+            crl_check,
+            crl_allow_stale: t.crl_allow_stale.unwrap_or(false),
+            crl_allow_unknown: t.crl_allow_unknown.unwrap_or(false),
+            tls13,
+            tls12,
+            groups: t.groups,
+            suites: t.suites,
+            prefer_client_suites: t
+                .prefer_client_suites
+                .or(self.knobs.prefer_client_suites)
+                .unwrap_or(false),
+            tickets: t
+                .tickets
+                .or(self.knobs.tickets)
+                .unwrap_or(DEFAULT_TICKETS)
+                .min(16),
+            session_tickets: t.session_tickets.unwrap_or(true),
+            session_cache: t.session_cache.unwrap_or(0),
+        })
+    }
+}
+
+fn nonzero(
+    v: &Validator<'_>,
+    key: &str,
+    d: Option<Duration>,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    match d {
+        None => Ok(Duration::from_secs(default_secs)),
+        Some(d) if d.is_zero() => Err(v.err(key, "must be greater than zero")),
+        Some(d) => Ok(d),
+    }
+}
