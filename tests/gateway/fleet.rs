@@ -358,3 +358,46 @@ fn the_session_cache_resumes_tls_1_2_clients_that_do_not_use_tickets() {
         );
     }
 }
+
+#[test]
+fn a_reload_keeps_open_connections_serving() {
+    let pki = Pki::new();
+    let f = pki.dir.join("fleet.keys");
+    keys(&["new"], &f);
+    let up = upstream::echo();
+    let gw = common::start(
+        &pki.dir,
+        &with_keys(&common::http_config(&pki, up.addr, "", "", ""), &f),
+    );
+    let mut s = client::partner(&pki, gw.addr());
+    let req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    s.write_all(req).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        client::read_response(&mut s, &mut buf, false)
+            .unwrap()
+            .status,
+        200
+    );
+    keys(&["rotate"], &f);
+    wait_current_key(&gw, &current_id(&f));
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.stats()["ticket_keys"]["reloads"].as_u64() < Some(2) {
+        assert!(Instant::now() < deadline, "reloads not seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.write_all(req).unwrap();
+    assert_eq!(
+        client::read_response(&mut s, &mut buf, false)
+            .unwrap()
+            .status,
+        200,
+        "the open connection survives both reloads"
+    );
+    assert_eq!(gw.stat("partners", "/connections/accepted"), 1);
+}
