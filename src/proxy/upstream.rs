@@ -105,20 +105,21 @@ impl UpError {
 }
 
 /// Connects to one of the upstream's addresses (round-robin, next on failure).
+/// The TCP connect runs until the kernel finishes it: dropping an io_uring
+/// connect early would leave its socket behind, so callers bound their own
+/// wait instead (see `Pool::get`). The TLS handshake is bounded here.
 pub async fn connect(ctx: &UpstreamCtx, start: usize) -> Result<UpConn, UpError> {
     let cfg = &ctx.cfg;
-    let deadline = Instant::now() + cfg.connect_timeout;
     let mut last = UpError::Refused;
     for i in 0..cfg.addrs.len() {
         let addr = cfg.addrs[(start + i) % cfg.addrs.len()];
-        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(UpError::ConnectTimeout),
-            Ok(Err(e)) => {
+        let tcp = match TcpStream::connect(addr).await {
+            Err(e) => {
                 tracing::debug!(upstream = %cfg.name, %addr, error = %e, "upstream connect failed");
                 last = UpError::Refused;
                 continue;
             }
-            Ok(Ok(s)) => s,
+            Ok(s) => s,
         };
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &ctx.tls else {
@@ -129,7 +130,7 @@ pub async fn connect(ctx: &UpstreamCtx, start: usize) -> Result<UpConn, UpError>
             Err(_) => return Err(UpError::Tls),
         };
         let stream = TlsStream::new(tcp, conn);
-        match tokio::time::timeout_at(deadline, stream.handshake()).await {
+        match timeout(cfg.connect_timeout, stream.handshake()).await {
             Err(_) => {
                 stream.abort();
                 return Err(UpError::ConnectTimeout);
@@ -194,6 +195,12 @@ impl Drop for Lease {
 }
 
 impl Pool {
+    /// Keeps a fresh connection nobody waits for any more (its slot is already counted).
+    fn park(&self, c: UpConn) {
+        self.idle.borrow_mut().push(c);
+        self.freed.notify_one();
+    }
+
     pub fn new(ctx: Arc<UpstreamCtx>) -> Rc<Pool> {
         Rc::new(Pool {
             ctx,
@@ -235,17 +242,34 @@ impl Pool {
                 self.open.set(self.open.get() + 1);
                 let start = self.next_addr.get();
                 self.next_addr.set(start.wrapping_add(1));
-                return match connect(&self.ctx, start).await {
-                    Ok(c) => Ok(Lease {
+                // The attempt runs in its own task and keeps its pool slot until
+                // the kernel answers; we wait for it at most until `wait_until`.
+                // A connection that arrives after we gave up is kept as idle.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let pool = self.clone();
+                tokio_uring::spawn(async move {
+                    match connect(&pool.ctx, start).await {
+                        Ok(c) => {
+                            if let Err(Ok(c)) = tx.send(Ok(c)) {
+                                pool.park(c);
+                            }
+                        }
+                        Err(e) => {
+                            pool.open.set(pool.open.get() - 1);
+                            pool.freed.notify_one();
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+                return match tokio::time::timeout_at(wait_until, rx).await {
+                    Ok(Ok(Ok(c))) => Ok(Lease {
                         pool: self.clone(),
                         conn: Some(c),
                         reused: false,
                     }),
-                    Err(e) => {
-                        self.open.set(self.open.get() - 1);
-                        self.freed.notify_one();
-                        Err(e)
-                    }
+                    Ok(Ok(Err(e))) => Err(e),
+                    Ok(Err(_)) => Err(UpError::Refused),
+                    Err(_) => Err(UpError::ConnectTimeout),
                 };
             }
             let left = wait_until.saturating_duration_since(Instant::now());

@@ -149,3 +149,41 @@ fn upstream_mtls_presents_the_gateway_certificate_and_refuses_an_origin_with_the
         1
     );
 }
+
+#[test]
+fn an_upstream_that_never_answers_gives_504_then_503_and_holds_at_most_pool_size_attempts() {
+    let pki = Pki::new();
+    // A loopback listener whose accept queue is full: further SYNs are dropped,
+    // so connects hang like against a blackholed origin.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    let text = common::http_config(&pki, addr, "", "", "").replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\npool_size = 2",
+    );
+    let gw = common::start(&pki.dir, &text);
+    let c = client::config(&pki, &Default::default());
+    let codes: Vec<u16> = (0..4)
+        .map(|_| client::get(gw.addr(), &c, "/").unwrap().status)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![504, 504, 503, 503],
+        "two attempts hold the pool; later requests wait, then 503"
+    );
+    assert_eq!(gw.stat("partners", "/upstream_errors/connect_timeout"), 2);
+    assert!(gw.healthy());
+}
