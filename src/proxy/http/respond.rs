@@ -9,7 +9,6 @@ use crate::bufpool;
 use crate::proxy::io::Io;
 use crate::proxy::upstream::Lease;
 use crate::proxy::ConnCtx;
-use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// Reads the upstream's response and relays it; decides keep-alive on both sides.
@@ -21,7 +20,7 @@ pub(super) async fn respond<D: Io>(
     started: std::time::Instant,
 ) -> Next {
     let l = cx.listener;
-    let rt = lease_timeout(&lease);
+    let rt = lease.response_timeout();
     let mut upbuf = bufpool::big();
     let deadline = Instant::now() + rt;
     let is_head = req.method == "HEAD";
@@ -90,7 +89,6 @@ pub(super) async fn respond<D: Io>(
     if res.is_err() {
         return Next::Close;
     }
-    let mut extra = Vec::new();
     let mut pending = upbuf;
     let copied = body::copy(
         lease.io(),
@@ -102,12 +100,14 @@ pub(super) async fn respond<D: Io>(
         dechunk,
     )
     .await;
-    extra.append(&mut pending);
+    // Bytes past the end of the body mean the upstream's framing is off: don't reuse it.
+    let clean_end = pending.is_empty();
+    bufpool::give(pending);
     cx.shard.request(resp.code);
     log_request(cx, req, resp.code, lease.ctx_name(), started);
     match copied {
         Ok(_) => {
-            if resp.reusable && extra.is_empty() {
+            if resp.reusable && clean_end {
                 lease.release();
             }
             if close {
@@ -127,10 +127,6 @@ pub(super) async fn respond<D: Io>(
             Next::Close
         }
     }
-}
-
-fn lease_timeout(lease: &Lease) -> Duration {
-    lease.response_timeout()
 }
 
 pub(super) async fn upstream_failed<D: Io>(
