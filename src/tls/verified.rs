@@ -15,6 +15,7 @@ use crate::identity::PeerId;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use std::collections::HashMap;
 use std::rc::Rc;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A verified identity, shared by every connection of that partner on a worker.
 pub struct Verified {
@@ -33,12 +34,13 @@ pub struct VerifiedCache {
     verifier: usize,
 }
 
-fn earliest_not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
-    chain
-        .iter()
-        .map(|c| material::cert_info(c).ok().map(|i| i.not_after))
-        .min()
-        .flatten()
+/// notAfter of each intermediate (the leaf's comes with its `PeerId`);
+/// `None` if one can't be read, so nothing is cached for that chain.
+fn earliest_not_after(intermediates: &[CertificateDer<'_>]) -> Option<i64> {
+    intermediates.iter().try_fold(i64::MAX, |acc, c| {
+        let (_, cert) = X509Certificate::from_der(c).ok()?;
+        Some(acc.min(cert.validity().not_after.timestamp()))
+    })
 }
 
 impl VerifiedCache {
@@ -76,7 +78,7 @@ impl VerifiedCache {
                 .map_err(|e| super::tls_reason(&e))?;
         }
         let peer = PeerId::from_der(leaf).map_err(|_| "bad_cert")?;
-        let mut valid_until = earliest_not_after(chain).unwrap_or(now);
+        let mut valid_until = earliest_not_after(rest).unwrap_or(now).min(peer.not_after);
         if let Some(crl) = tls.crl_valid_until {
             valid_until = valid_until.min(crl);
         }
