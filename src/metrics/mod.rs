@@ -140,6 +140,11 @@ impl Shards {
         }
     }
 
+    /// Connections open on this worker, all listeners.
+    pub fn open_connections(&self) -> i64 {
+        self.inner.borrow().listeners.iter().map(|s| s.active).sum()
+    }
+
     pub fn listener(&self, idx: usize) -> Shard {
         Shard {
             inner: self.inner.clone(),

@@ -21,8 +21,6 @@ struct Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        let a = &self.w.active[self.idx];
-        a.set(a.get().saturating_sub(1));
         self.w.shards.listener(self.idx).with(|s| s.active -= 1);
     }
 }

@@ -32,8 +32,6 @@ pub struct WorkerCtx {
     pub shards: Shards,
     pub pools: Rc<Vec<Rc<Pool>>>,
     pub draining: watch::Receiver<bool>,
-    /// Open connections per listener.
-    pub active: Vec<Cell<usize>>,
     pub handshaking: Cell<usize>,
     /// Verified client chains per listener (see `tls::verified`).
     pub verified: Vec<RefCell<VerifiedCache>>,
@@ -102,7 +100,6 @@ pub fn run(
         );
         let w = Rc::new(WorkerCtx {
             live: RefCell::new(live),
-            active: gw.listeners.iter().map(|_| Cell::new(0)).collect(),
             verified: gw.listeners.iter().map(|_| RefCell::default()).collect(),
             gw,
             shards,
@@ -131,9 +128,7 @@ pub fn run(
             let _ = t.await;
         }
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while w.active.iter().map(Cell::get).sum::<usize>() > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while w.shards.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -217,8 +212,8 @@ async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerC
             }
         };
         shard.with(|s| s.accepted += 1);
-        let active = &w.active[idx];
-        if active.get() >= lc.cfg.max_connections {
+        // The metrics shard's open-connection gauge is the one count of them.
+        if shard.with(|s| s.active) >= lc.cfg.max_connections as i64 {
             shard.with(|s| s.rejected_limit += 1);
             drop(stream);
             continue;
@@ -228,7 +223,6 @@ async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerC
             drop(stream);
             continue;
         }
-        active.set(active.get() + 1);
         shard.with(|s| s.active += 1);
         tokio_uring::spawn(conn::serve(stream, addr, idx, w.clone()));
     }
