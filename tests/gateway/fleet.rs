@@ -26,6 +26,28 @@ fn with_keys(text: &str, file: &Path) -> String {
     format!("ticket_keys = \"{}\"\n{text}", file.display())
 }
 
+/// A fresh key file in the PKI dir, and the standard config reading it.
+fn keyed_config(pki: &Pki, up: &upstream::Upstream) -> (std::path::PathBuf, String) {
+    let f = pki.dir.join("fleet.keys");
+    keys(&["new"], &f);
+    let text = with_keys(&common::http_config(pki, up.addr, "", "", ""), &f);
+    (f, text)
+}
+
+/// Sends SIGHUP and waits until the gateway has done its `n`-th reload.
+fn sighup_and_wait(gw: &common::Gateway, n: u64) {
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.stats()["ticket_keys"]["reloads"].as_u64() < Some(n) {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Connects, makes one request (which also reads the tickets), reports whether it resumed.
 fn visit(addr: std::net::SocketAddr, cfg: &std::sync::Arc<rustls::ClientConfig>) -> bool {
     let mut s = client::connect(addr, cfg, "localhost").unwrap();
@@ -130,10 +152,8 @@ fn with_two_workers_fifty_reconnects_all_resume_whichever_worker_accepts() {
 #[test]
 fn two_gateways_reading_one_key_file_resume_each_others_sessions() {
     let pki = Pki::new();
-    let f = pki.dir.join("fleet.keys");
-    keys(&["new"], &f);
     let up = upstream::echo();
-    let text = with_keys(&common::http_config(&pki, up.addr, "", "", ""), &f);
+    let (_, text) = keyed_config(&pki, &up);
     let a = common::start(&pki.dir, &text);
     let b = common::start(&pki.dir, &text);
     let cfg = client::config(&pki, &Default::default());
@@ -148,13 +168,9 @@ fn two_gateways_reading_one_key_file_resume_each_others_sessions() {
 #[test]
 fn after_rotate_old_tickets_still_resume_and_after_a_second_rotate_they_fall_back_to_full() {
     let pki = Pki::new();
-    let f = pki.dir.join("fleet.keys");
-    keys(&["new"], &f);
     let up = upstream::echo();
-    let gw = common::start(
-        &pki.dir,
-        &with_keys(&common::http_config(&pki, up.addr, "", "", ""), &f),
-    );
+    let (f, text) = keyed_config(&pki, &up);
+    let gw = common::start(&pki.dir, &text);
     let (c1, c2) = (
         client::config(&pki, &Default::default()),
         client::config(&pki, &Default::default()),
@@ -236,16 +252,7 @@ fn a_partner_revoked_after_its_first_connection_cannot_resume_or_connect_after_s
     );
     assert!(!visit(gw.addr(), &cfg));
     pki.revoke(&["revoked", "partner-c"]);
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(gw.child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.stats()["ticket_keys"]["reloads"].as_u64() < Some(1) {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sighup_and_wait(&gw, 1);
     std::thread::sleep(Duration::from_millis(100)); // the workers apply it right after
     let resumed = client::connect(gw.addr(), &cfg, "localhost").and_then(|mut s| {
         s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
@@ -273,14 +280,10 @@ fn a_partner_revoked_after_its_first_connection_cannot_resume_or_connect_after_s
 #[test]
 fn a_corrupt_key_file_is_reported_and_the_old_keys_kept() {
     let pki = Pki::new();
-    let f = pki.dir.join("fleet.keys");
-    keys(&["new"], &f);
-    let id = current_id(&f);
     let up = upstream::echo();
-    let gw = common::start(
-        &pki.dir,
-        &with_keys(&common::http_config(&pki, up.addr, "", "", ""), &f),
-    );
+    let (f, text) = keyed_config(&pki, &up);
+    let id = current_id(&f);
+    let gw = common::start(&pki.dir, &text);
     let cfg = client::config(&pki, &Default::default());
     assert!(!visit(gw.addr(), &cfg));
     std::fs::write(
@@ -362,13 +365,9 @@ fn the_session_cache_resumes_tls_1_2_clients_that_do_not_use_tickets() {
 #[test]
 fn a_reload_keeps_open_connections_serving() {
     let pki = Pki::new();
-    let f = pki.dir.join("fleet.keys");
-    keys(&["new"], &f);
     let up = upstream::echo();
-    let gw = common::start(
-        &pki.dir,
-        &with_keys(&common::http_config(&pki, up.addr, "", "", ""), &f),
-    );
+    let (f, text) = keyed_config(&pki, &up);
+    let gw = common::start(&pki.dir, &text);
     let mut s = client::partner(&pki, gw.addr());
     let req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
     s.write_all(req).unwrap();
@@ -381,16 +380,7 @@ fn a_reload_keeps_open_connections_serving() {
     );
     keys(&["rotate"], &f);
     wait_current_key(&gw, &current_id(&f));
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(gw.child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.stats()["ticket_keys"]["reloads"].as_u64() < Some(2) {
-        assert!(Instant::now() < deadline, "reloads not seen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sighup_and_wait(&gw, 2);
     s.write_all(req).unwrap();
     assert_eq!(
         client::read_response(&mut s, &mut buf, false)
