@@ -12,7 +12,9 @@ enum Rule {
     Dns(String),
     /// `sha256:hex`, lower-case, colons removed.
     Sha256(String),
-    /// `cn:Name`, exact.
+    /// `cn:Name`: the subject has exactly one CN and it is `Name`. A subject
+    /// with several CNs matches no `cn:` rule: which one names the partner is
+    /// ambiguous, and the partner chose them all in its CSR.
     Cn(String),
 }
 
@@ -87,7 +89,7 @@ impl AllowList {
             Rule::UriExact(x) => p.uris.iter().any(|u| u == x),
             Rule::Dns(d) => p.dns.iter().any(|n| n == d),
             Rule::Sha256(h) => p.sha256 == *h,
-            Rule::Cn(c) => p.cns.iter().any(|n| n == c),
+            Rule::Cn(c) => matches!(p.cns.as_slice(), [only] if only == c),
         })
     }
 }
@@ -147,6 +149,16 @@ mod tests {
         assert!(list(&[&format!("sha256:{}", "AB".repeat(32))]).matches(&peer()));
         assert!(list(&["cn:Partner C"]).matches(&peer()));
         assert!(!list(&["cn:partner c"]).matches(&peer()));
+    }
+
+    #[test]
+    fn a_cn_rule_matches_only_a_subject_with_exactly_one_cn() {
+        let mut two = peer();
+        two.cns = vec!["Partner C".into(), "Partner D".into()];
+        assert!(!list(&["cn:Partner C"]).matches(&two));
+        assert!(!list(&["cn:Partner D"]).matches(&two));
+        two.cns.truncate(1);
+        assert!(list(&["cn:Partner C"]).matches(&two));
     }
 
     #[test]

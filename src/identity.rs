@@ -8,6 +8,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use x509_parser::x509::X509Name;
 
 /// Who the peer is, as proven by a certificate chain the listener verified.
+/// Every string in it is free of control characters (see `check_str`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerId {
     /// Subject DN as an RFC 4514 string (last RDN first).
@@ -25,31 +26,60 @@ pub struct PeerId {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("client certificate cannot be parsed: {0}")]
-pub struct IdentityError(String);
+pub enum IdentityError {
+    #[error("client certificate cannot be parsed: {0}")]
+    Unparsable(String),
+    /// A partner writes its own CSR, so it picks these strings: a control
+    /// character in one could end a header line or a log line.
+    #[error("client certificate {0} holds a control character")]
+    Control(&'static str),
+}
+
+/// Identity strings may not hold control characters (C0, DEL, C1). Refusing
+/// them here, once, is what keeps every header, label and log line built from
+/// a `PeerId` single-line; everything else (quotes, backslashes, separators,
+/// non-ASCII) is escaped where it is written.
+pub fn check_str(field: &'static str, s: &str) -> Result<(), IdentityError> {
+    if s.chars().any(char::is_control) {
+        return Err(IdentityError::Control(field));
+    }
+    Ok(())
+}
 
 impl PeerId {
     /// Builds the identity from a leaf certificate's DER (already verified by rustls).
     pub fn from_der(der: &[u8]) -> Result<PeerId, IdentityError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError(e.to_string()))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
         let mut uris = Vec::new();
         let mut dns = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
-                    GeneralName::URI(u) => uris.push((*u).to_string()),
-                    GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                    GeneralName::URI(u) => {
+                        check_str("URI SAN", u)?;
+                        uris.push((*u).to_string())
+                    }
+                    GeneralName::DNSName(d) => {
+                        check_str("DNS SAN", d)?;
+                        dns.push(d.to_ascii_lowercase())
+                    }
                     _ => {}
                 }
             }
         }
+        let subject = rfc4514(cert.subject())?;
+        // Every CN counts, readable or not, so a `cn:` rule can tell one from two.
         let cns = cert
             .subject()
             .iter_common_name()
-            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .map(|a| {
+                a.as_str()
+                    .map_or_else(|_| format!("#{}", hex(a.attr_value().data)), str::to_string)
+            })
             .collect();
         Ok(PeerId {
-            subject: rfc4514(cert.subject()),
+            subject,
             cns,
             uris,
             dns,
@@ -60,20 +90,7 @@ impl PeerId {
 
     /// The `x-forwarded-client-cert` value in Envoy's element format.
     pub fn xfcc(&self) -> String {
-        let mut out = String::with_capacity(128 + self.subject.len());
-        out.push_str("Hash=");
-        out.push_str(&self.sha256);
-        out.push_str(";Subject=");
-        push_xfcc_value(&mut out, &self.subject, true);
-        for u in &self.uris {
-            out.push_str(";URI=");
-            push_xfcc_value(&mut out, u, false);
-        }
-        for d in &self.dns {
-            out.push_str(";DNS=");
-            push_xfcc_value(&mut out, d, false);
-        }
-        out
+        xfcc_element(&self.sha256, &self.subject, &self.uris, &self.dns)
     }
 
     /// A short label for logs: the first URI SAN, else the subject.
@@ -84,17 +101,42 @@ impl PeerId {
     }
 }
 
-/// Quotes a value that holds `,` `;` `=` or `"` (or is empty, when `quote_empty`),
-/// escaping `"` as `\"`, as Envoy's XFCC grammar requires.
-fn push_xfcc_value(out: &mut String, v: &str, quote_empty: bool) {
-    let needs = v.contains([',', ';', '=', '"']) || (quote_empty && v.is_empty());
-    if !needs {
+/// One XFCC element: `Hash=..;Subject="..";URI=..;DNS=..`.
+pub fn xfcc_element(sha256: &str, subject: &str, uris: &[String], dns: &[String]) -> String {
+    let mut out = String::with_capacity(128 + subject.len());
+    out.push_str("Hash=");
+    push_xfcc_value(&mut out, sha256, false);
+    out.push_str(";Subject=");
+    push_xfcc_value(&mut out, subject, true);
+    for u in uris {
+        out.push_str(";URI=");
+        push_xfcc_value(&mut out, u, false);
+    }
+    for d in dns {
+        out.push_str(";DNS=");
+        push_xfcc_value(&mut out, d, false);
+    }
+    out
+}
+
+/// Bytes an XFCC value may carry without quotes: a conservative subset of
+/// URI characters that holds none of XFCC's separators (`,` `;` `=`) and
+/// nothing a quoted-string treats specially.
+fn bare_ok(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?@!$&'()*+%".contains(&b)
+}
+
+/// Writes `v` bare when every byte is `bare_ok`, else as an RFC 9110
+/// quoted-string with `\` and `"` escaped as quoted-pairs, so any parser that
+/// follows quoted-pair rules reads back exactly `v`.
+fn push_xfcc_value(out: &mut String, v: &str, always_quote: bool) {
+    if !always_quote && !v.is_empty() && v.bytes().all(bare_ok) {
         out.push_str(v);
         return;
     }
     out.push('"');
     for c in v.chars() {
-        if c == '"' {
+        if c == '"' || c == '\\' {
             out.push('\\');
         }
         out.push(c);
@@ -111,7 +153,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// RFC 4514 string of a DN: RDNs last-to-first, joined by `,`; multi-valued RDNs by `+`.
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub fn rfc4514(name: &X509Name<'_>) -> Result<String, IdentityError> {
     let mut rdns: Vec<String> = Vec::new();
     for rdn in name.iter() {
         let mut parts = Vec::new();
@@ -119,7 +161,10 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
             let oid = atv.attr_type().to_id_string();
             let key = short_name(&oid).map_or(oid.clone(), str::to_string);
             let value = match atv.as_str() {
-                Ok(s) => escape_value(s),
+                Ok(s) => {
+                    check_str("subject", s)?;
+                    escape_value(s)
+                }
                 Err(_) => format!("#{}", hex(atv.attr_value().data)),
             };
             parts.push(format!("{key}={value}"));
@@ -127,7 +172,7 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
-    rdns.join(",")
+    Ok(rdns.join(","))
 }
 
 fn short_name(oid: &str) -> Option<&'static str> {
@@ -147,21 +192,20 @@ fn short_name(oid: &str) -> Option<&'static str> {
     })
 }
 
-/// Escapes an attribute value: `,` `+` `;` `<` `>` `\` anywhere, `#` or space in front,
-/// space at the end, and NUL. Double quotes stay literal here; the XFCC layer escapes
-/// them (the gateway's documented DN form, e.g. `O=Acme\, Inc.,CN=a "b"`).
-fn escape_value(v: &str) -> String {
+/// Escapes an attribute value per RFC 4514 §2.4: `,` `+` `;` `<` `>` `\` `"`
+/// anywhere, `#` or space in front, space at the end (control characters never
+/// get here: `check_str` refused them).
+pub fn escape_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 4);
     let last = v.chars().count().saturating_sub(1);
     for (i, c) in v.chars().enumerate() {
         match c {
-            ',' | '+' | ';' | '<' | '>' | '\\' => {
+            ',' | '+' | ';' | '<' | '>' | '\\' | '"' => {
                 out.push('\\');
                 out.push(c);
             }
             '#' if i == 0 => out.push_str("\\#"),
             ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
             c => out.push(c),
         }
     }
@@ -175,8 +219,8 @@ mod tests {
     #[test]
     fn xfcc_quotes_values_with_separators_and_escapes_quotes() {
         let mut s = String::new();
-        push_xfcc_value(&mut s, r#"O=Acme\, Inc.,CN=a "b""#, true);
-        assert_eq!(s, r#""O=Acme\, Inc.,CN=a \"b\"""#);
+        push_xfcc_value(&mut s, r#"CN=a \"b\",O=Acme\, Inc."#, true);
+        assert_eq!(s, r#""CN=a \\\"b\\\",O=Acme\\, Inc.""#);
         let mut t = String::new();
         push_xfcc_value(&mut t, "spiffe://p.example/a", false);
         assert_eq!(t, "spiffe://p.example/a");
@@ -187,5 +231,23 @@ mod tests {
         assert_eq!(escape_value("Acme, Inc."), r"Acme\, Inc.");
         assert_eq!(escape_value(" a+b "), r"\ a\+b\ ");
         assert_eq!(escape_value("#x"), r"\#x");
+        assert_eq!(escape_value(r#"a "b" \c"#), r#"a \"b\" \\c"#);
+    }
+
+    #[test]
+    fn values_outside_the_bare_set_are_quoted() {
+        for v in ["a b", "", "x;y", "x,y", "k=v", "caf\u{e9}", r"back\slash"] {
+            let mut s = String::new();
+            push_xfcc_value(&mut s, v, false);
+            assert!(s.starts_with('"') && s.ends_with('"'), "{v:?} -> {s}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_anywhere() {
+        for s in ["a\rb", "a\nb", "\0", "x\u{7f}", "x\u{85}", "\t"] {
+            assert!(check_str("f", s).is_err(), "{s:?}");
+        }
+        assert!(check_str("f", "Partner \"A\" \\ caf\u{e9}").is_ok());
     }
 }

@@ -21,6 +21,7 @@ pub mod authz;
 pub mod bufpool;
 pub mod config;
 pub mod demo;
+pub mod header;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;

@@ -54,6 +54,13 @@ pub struct RawListener {
     pub max_header_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_handshakes: Option<usize>,
+    pub allow_path_params: Option<bool>,
+    pub request_buffer_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
+    pub min_body_rate: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub send_timeout: Option<Duration>,
     pub tls: RawServerTls,
     #[serde(default)]
     pub route: Vec<RawRoute>,
@@ -95,6 +102,7 @@ pub struct RawCertEntry {
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub path_prefix: String,
+    pub case_insensitive: Option<bool>,
     pub upstream: Option<String>,
     pub allow: Option<Vec<String>>,
 }

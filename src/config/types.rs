@@ -89,6 +89,8 @@ pub struct ServerTlsConfig {
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub path_prefix: String,
+    /// Match the prefix ASCII-case-insensitively (for backends that fold case).
+    pub case_insensitive: bool,
     pub upstream: String,
     pub allow: Option<AllowList>,
 }
@@ -108,8 +110,24 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub max_handshakes: usize,
+    pub http: HttpRules,
     pub tls: ServerTlsConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// How an http listener reads requests and writes to partners.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRules {
+    /// Keep `;` path parameters (ignored for routing) instead of refusing them.
+    pub allow_path_params: bool,
+    /// Bodies up to this size are read whole before an upstream is leased.
+    pub request_buffer_bytes: usize,
+    /// How long a body may take to arrive (plus 1 s per `min_body_rate` bytes when streamed).
+    pub body_timeout: Duration,
+    /// Bytes per second a streamed body must keep up on average.
+    pub min_body_rate: u64,
+    /// Deadline of every write to the partner.
+    pub send_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

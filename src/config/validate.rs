@@ -211,6 +211,18 @@ impl Validator<'_> {
             if !r.path_prefix.starts_with('/') {
                 return Err(self.err(rk("path_prefix"), "must start with '/'"));
             }
+            // Requests are routed on their canonical path, so a prefix that is not
+            // canonical itself could never match (or would match what it shouldn't).
+            let canonical = crate::proxy::http::path::canonical_target(&r.path_prefix, false);
+            if r.path_prefix.contains(['%', '?']) || canonical.as_deref() != Ok(&r.path_prefix) {
+                return Err(self.err(
+                    rk("path_prefix"),
+                    format!(
+                        "{:?} is not a canonical path (no escapes, ';', '?', dot or empty segments, only URI path characters)",
+                        r.path_prefix
+                    ),
+                ));
+            }
             let up = match r.upstream.as_deref() {
                 Some(u) => known(rk("upstream"), u)?,
                 None => upstream.clone().ok_or_else(|| {
@@ -219,6 +231,7 @@ impl Validator<'_> {
             };
             routes.push(RouteConfig {
                 path_prefix: r.path_prefix.trim_end_matches('/').to_string(),
+                case_insensitive: r.case_insensitive.unwrap_or(false),
                 upstream: up,
                 allow: self.allow(&rk("allow"), r.allow)?,
             });
@@ -240,6 +253,24 @@ impl Validator<'_> {
         if !(1024..=16 * 1024 * 1024).contains(&max_header_bytes) {
             return Err(self.err(key("max_header_bytes"), "must be between 1024 and 16777216"));
         }
+        let request_buffer_bytes = l.request_buffer_bytes.unwrap_or(64 * 1024);
+        if request_buffer_bytes > 16 * 1024 * 1024 {
+            return Err(self.err(key("request_buffer_bytes"), "must be at most 16777216"));
+        }
+        let min_body_rate = l.min_body_rate.unwrap_or(4096);
+        if min_body_rate == 0 {
+            return Err(self.err(
+                key("min_body_rate"),
+                "must be at least 1 (bytes per second)",
+            ));
+        }
+        let http = HttpRules {
+            allow_path_params: l.allow_path_params.unwrap_or(false),
+            request_buffer_bytes,
+            body_timeout: nonzero(self, &key("body_timeout"), l.body_timeout, 30)?,
+            min_body_rate,
+            send_timeout: nonzero(self, &key("send_timeout"), l.send_timeout, 30)?,
+        };
         Ok(ListenerConfig {
             bind: self.addr(&key("bind"), &l.bind)?,
             name,
@@ -258,6 +289,7 @@ impl Validator<'_> {
                 .or(self.knobs.max_handshakes)
                 .unwrap_or(1024)
                 .max(1),
+            http,
             tls: self.server_tls(i, l.tls)?,
             routes,
         })

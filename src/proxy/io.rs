@@ -1,10 +1,14 @@
 //! One byte-stream interface over plain TCP and TLS, in io_uring's owned-buffer style.
 
+use crate::bufpool;
 use crate::tls::TlsStream;
 use rustls::{ConnectionCommon, SideData};
 use std::io;
 use std::net::Shutdown;
 use std::ops::DerefMut;
+use std::time::Duration;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 /// Futures here are `!Send` on purpose: every connection lives on one worker.
@@ -22,11 +26,16 @@ pub trait Io {
 impl Io for TcpStream {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         if buf.capacity() == 0 {
-            buf = crate::bufpool::small();
+            buf = bufpool::small();
         } else if buf.capacity() == buf.len() {
-            buf.reserve(crate::bufpool::SMALL);
+            buf.reserve(bufpool::SMALL);
         }
-        TcpStream::read(self, buf).await
+        // tokio-uring reads a `Vec` at offset 0, over what it holds: read into
+        // the spare capacity so bytes already buffered stay (DESIGN.md).
+        let start = buf.len();
+        let end = buf.capacity();
+        let (res, slice) = TcpStream::read(self, buf.slice(start..end)).await;
+        (res, slice.into_inner())
     }
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         TcpStream::write_all(self, buf).await
@@ -56,4 +65,54 @@ where
     fn abort(&self) {
         TlsStream::abort(self)
     }
+}
+
+/// Writes all of `buf` within `t`; on expiry the connection is aborted (so the
+/// pending write completes) and the result is an error. Every write the proxy
+/// makes to a peer goes through here or carries its own deadline.
+pub async fn send<D: Io>(d: &D, buf: Vec<u8>, t: Duration) -> io::Result<Vec<u8>> {
+    match timeout(t, d.write_all(buf)).await {
+        Ok((Ok(()), b)) => Ok(b),
+        Ok((Err(e), b)) => {
+            bufpool::give(b);
+            Err(e)
+        }
+        Err(_) => {
+            d.abort();
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
+/// How long a closing connection may keep draining what the peer still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much of it we read before giving up on a clean close.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// After our side is shut for writing: reads and discards what the peer is
+/// still sending, briefly. Closing a socket with unread data makes the kernel
+/// send a reset, which can destroy the error response or TLS alert we just
+/// sent before the peer reads it (nginx's lingering close).
+pub async fn linger<D: Io>(d: &D) {
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    let mut buf = bufpool::small();
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match timeout_at(deadline, d.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            Ok((_, b)) => {
+                buf = b;
+                break;
+            }
+            Err(_) => {
+                d.abort();
+                return;
+            }
+        }
+    }
+    bufpool::give(buf);
 }

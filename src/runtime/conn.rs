@@ -73,6 +73,13 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     if let Some((reason, detail)) = failed {
         shard.failure(reason);
         log_refused(&w, &lc.cfg.name, addr, reason, &detail);
+        if reason != "timeout" && reason != "peer_closed" {
+            // The alert is sent; a client still sending would get a reset in its
+            // place if we closed with its bytes unread.
+            if tls.tcp().shutdown(std::net::Shutdown::Write).is_ok() {
+                crate::proxy::io::linger(tls.tcp()).await;
+            }
+        }
         return;
     }
     let checked = tls.with_conn(|c| tls::session(c, &ltls, &mut w.verified[idx].borrow_mut()));
@@ -112,6 +119,7 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         draining: w.draining.clone(),
         peer: session.peer,
         peer_addr: addr,
+        sni: session.sni,
         log_requests: w.gw.log_requests,
     };
     match lc.cfg.mode {

@@ -24,6 +24,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Route {
     /// Without trailing `/`; empty for `/`.
     pub prefix: String,
+    pub case_insensitive: bool,
     pub upstream: usize,
     pub allow: Option<AllowList>,
 }
@@ -92,6 +93,7 @@ impl Gateway {
                 .filter_map(|r| {
                     Some(Route {
                         prefix: r.path_prefix.clone(),
+                        case_insensitive: r.case_insensitive,
                         upstream: index(&r.upstream)?,
                         allow: r.allow.clone(),
                     })

@@ -143,7 +143,7 @@ pub struct CertInfo {
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
     let (_, c) = X509Certificate::from_der(der).map_err(|e| format!("bad certificate: {e}"))?;
     Ok(CertInfo {
-        subject: crate::identity::rfc4514(c.subject()),
+        subject: crate::identity::rfc4514(c.subject()).unwrap_or_else(|e| e.to_string()),
         not_before: c.validity().not_before.timestamp(),
         not_after: c.validity().not_after.timestamp(),
     })

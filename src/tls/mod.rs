@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod material;
+pub mod peer_verifier;
 pub mod server;
 pub mod session_cache;
 pub mod stream;
@@ -40,6 +41,7 @@ pub fn tls_reason(e: &Error) -> &'static str {
                 "bad_eku"
             }
             CertificateError::UnknownRevocationStatus => "unknown_revocation",
+            c if peer_verifier::is_identity_refusal(c) => "bad_identity",
             CertificateError::ExpiredRevocationList
             | CertificateError::ExpiredRevocationListContext { .. } => "stale_crl",
             _ => "bad_cert",
@@ -55,6 +57,8 @@ pub struct Session {
     pub resumed: bool,
     pub version: &'static str,
     pub peer: Option<Rc<Verified>>,
+    /// The server name the client sent (SNI).
+    pub sni: Option<String>,
 }
 
 /// Reads the outcome of a completed handshake. For a resumed one the restored
@@ -79,5 +83,6 @@ pub fn session(
         resumed,
         version,
         peer,
+        sni: conn.server_name().map(str::to_string),
     })
 }

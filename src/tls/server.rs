@@ -232,13 +232,15 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
     if !t.client_auth_required {
         vb = vb.allow_unauthenticated();
     }
-    let verifier = vb.build().map_err(|e| {
+    let webpki = vb.build().map_err(|e| {
         ConfigError::new(
             file,
             format!("{key}.client_ca"),
             format!("cannot build client verifier: {e}"),
         )
     })?;
+    let verifier: Arc<dyn ClientCertVerifier> =
+        Arc::new(super::peer_verifier::PeerVerifier { inner: webpki });
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if t.tls13 {
         versions.push(&rustls::version::TLS13);

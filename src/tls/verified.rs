@@ -11,16 +11,19 @@
 
 use super::material;
 use super::server::ListenerTls;
-use crate::identity::PeerId;
+use crate::header::HeaderValue;
+use crate::identity::{IdentityError, PeerId};
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A verified identity, shared by every connection of that partner on a worker.
 pub struct Verified {
     pub peer: PeerId,
-    pub xfcc: String,
+    pub xfcc: HeaderValue,
     intermediates: Vec<Vec<u8>>,
     valid_until: i64,
 }
@@ -30,8 +33,9 @@ const MAX_ENTRIES: usize = 4096;
 #[derive(Default)]
 pub struct VerifiedCache {
     map: HashMap<Vec<u8>, Rc<Verified>>,
-    /// Identity of the verifier the entries were made under.
-    verifier: usize,
+    /// The verifier the entries were made under. Held, not just its address:
+    /// a freed verifier's address can be reused by the next reload's.
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// notAfter of each intermediate (the leaf's comes with its `PeerId`);
@@ -57,10 +61,13 @@ impl VerifiedCache {
             return Err("no_cert");
         };
         let now = material::now_secs();
-        let vid = std::sync::Arc::as_ptr(&tls.verifier) as *const () as usize;
-        if self.verifier != vid {
+        if !self
+            .verifier
+            .as_ref()
+            .is_some_and(|v| Arc::ptr_eq(v, &tls.verifier))
+        {
             self.map.clear();
-            self.verifier = vid;
+            self.verifier = Some(tls.verifier.clone());
         }
         if let Some(v) = self.map.get(leaf.as_ref()) {
             let same_chain = v.intermediates.len() == rest.len()
@@ -77,13 +84,19 @@ impl VerifiedCache {
                 .verify_client_cert(leaf, rest, UnixTime::now())
                 .map_err(|e| super::tls_reason(&e))?;
         }
-        let peer = PeerId::from_der(leaf).map_err(|_| "bad_cert")?;
+        let peer = PeerId::from_der(leaf).map_err(|e| match e {
+            IdentityError::Control(_) => "bad_identity",
+            IdentityError::Unparsable(_) => "bad_cert",
+        })?;
         let mut valid_until = earliest_not_after(rest).unwrap_or(now).min(peer.not_after);
         if let Some(crl) = tls.crl_valid_until {
             valid_until = valid_until.min(crl);
         }
+        // `check_str` keeps control characters out of the identity, so this holds;
+        // the constructor is still the one gate on every header value.
+        let xfcc = HeaderValue::new(peer.xfcc()).map_err(|_| "bad_identity")?;
         let v = Rc::new(Verified {
-            xfcc: peer.xfcc(),
+            xfcc,
             peer,
             intermediates: rest.iter().map(|c| c.to_vec()).collect(),
             valid_until,

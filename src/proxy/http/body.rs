@@ -1,12 +1,13 @@
 //! Streams a message body from one side to the other in pooled buffers,
-//! never holding more than one buffer of it (no full buffering).
+//! never holding more than one buffer of it, with a deadline on every read
+//! and write.
 
 use super::chunked::ChunkedDecoder;
 use super::head::BodyKind;
 use crate::bufpool;
 use crate::proxy::io::Io;
 use std::time::Duration;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// Which side failed, and how: the reader (source) or the writer (sink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,50 @@ pub enum BodyError {
     SrcFraming(&'static str),
     DstTimeout,
     DstIo,
+}
+
+/// What happens to chunked framing on the way through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunks {
+    /// Forwarded as received (validated).
+    Pass,
+    /// Only the data (for HTTP/1.0 partners, who get it close-delimited).
+    Dechunk,
+    /// Re-framed from the data alone: chunk extensions and trailers dropped
+    /// (request bodies, so a partner can't pass fields the head would refuse).
+    Rechunk,
+}
+
+/// How long the source may take.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each read within this time.
+    PerRead(Duration),
+    /// The whole body by `start + grace + received / rate` (bytes per second), so
+    /// a slow sender can't hold the other side for long, and each read within `idle`.
+    Rate {
+        start: Instant,
+        grace: Duration,
+        rate: u64,
+        idle: Duration,
+    },
+}
+
+impl Pace {
+    fn deadline(&self, received: u64) -> Instant {
+        match *self {
+            Pace::PerRead(t) => Instant::now() + t,
+            Pace::Rate {
+                start,
+                grace,
+                rate,
+                idle,
+            } => {
+                let earned = Duration::from_secs_f64(received as f64 / rate as f64);
+                (start + grace + earned).min(Instant::now() + idle)
+            }
+        }
+    }
 }
 
 async fn write<D: Io>(dst: &D, buf: Vec<u8>, t: Duration) -> Result<Vec<u8>, BodyError> {
@@ -34,36 +79,56 @@ async fn write<D: Io>(dst: &D, buf: Vec<u8>, t: Duration) -> Result<Vec<u8>, Bod
     }
 }
 
+/// Appends one chunk of `data` in chunked framing.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Copies one body. `pending` holds bytes already read from `src`; on success
 /// it holds whatever was read past the end of this body (a pipelined request).
-/// `dechunk`: a chunked body is sent as its plain data (for HTTP/1.0 partners,
-/// who get it close-delimited).
+/// `decoder`: a chunked body's state when part of it was already consumed.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy<S: Io, D: Io>(
     src: &S,
     dst: &D,
     kind: BodyKind,
+    decoder: Option<ChunkedDecoder>,
     pending: &mut Vec<u8>,
-    read_timeout: Duration,
+    pace: Pace,
     write_timeout: Duration,
-    dechunk: bool,
+    chunks: Chunks,
 ) -> Result<u64, BodyError> {
     let mut remaining = match kind {
         BodyKind::None => return Ok(0),
         BodyKind::Length(n) => n,
         BodyKind::Chunked | BodyKind::Close => u64::MAX,
     };
-    let mut chunked = (kind == BodyKind::Chunked).then(ChunkedDecoder::new);
+    let mut chunked = match kind {
+        BodyKind::Chunked => Some(decoder.unwrap_or_default()),
+        _ => None,
+    };
     let mut total = 0u64;
     let mut buf = std::mem::take(pending);
     loop {
         // `buf` holds unforwarded source bytes; decide how many belong to the body.
         let take = match &mut chunked {
-            Some(d) if dechunk => {
-                let mut data = Vec::with_capacity(buf.len());
+            Some(d) if chunks != Chunks::Pass => {
+                let mut data = bufpool::big();
                 let used = d
-                    .advance_with(&buf, |x| data.extend_from_slice(x))
+                    .advance_with(&buf, |x| match chunks {
+                        Chunks::Rechunk => push_chunk(&mut data, x),
+                        _ => data.extend_from_slice(x),
+                    })
                     .map_err(|e| BodyError::SrcFraming(e.0))?;
+                if chunks == Chunks::Rechunk && d.is_done() {
+                    data.extend_from_slice(b"0\r\n\r\n");
+                }
                 pending.extend_from_slice(&buf[used..]);
+                total += used as u64;
                 bufpool::give(std::mem::replace(&mut buf, data));
                 buf.len()
             }
@@ -74,10 +139,12 @@ pub async fn copy<S: Io, D: Io>(
             pending.extend_from_slice(&buf[take..]);
             buf.truncate(take);
         }
-        if kind != BodyKind::Close {
+        if chunked.is_none() || chunks == Chunks::Pass {
+            total += take as u64;
+        }
+        if chunked.is_none() && kind != BodyKind::Close {
             remaining -= take as u64;
         }
-        total += take as u64;
         if !buf.is_empty() {
             buf = write(dst, buf, write_timeout).await?;
         }
@@ -94,7 +161,7 @@ pub async fn copy<S: Io, D: Io>(
             bufpool::give(buf);
             buf = bufpool::big();
         }
-        let (res, b) = match timeout(read_timeout, src.read(buf)).await {
+        let (res, b) = match timeout_at(pace.deadline(total), src.read(buf)).await {
             Err(_) => {
                 src.abort();
                 return Err(BodyError::SrcTimeout);

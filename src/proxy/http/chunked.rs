@@ -2,8 +2,11 @@
 //!
 //! It tells how many input bytes belong to the body so they can be forwarded
 //! as they are (no re-encoding), and rejects anything a backend might read
-//! differently: bad or oversized sizes, bare LF, CR/LF in extensions, junk
-//! after chunk data, malformed trailers.
+//! differently: bad or oversized sizes, bare LF, control bytes in extensions,
+//! junk after chunk data, trailer lines that are not `name: value`, and more
+//! than `MAX_TRAILERS` fields or `MAX_TRAILER_BYTES` bytes of trailers.
+
+use crate::header::is_value_byte;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -19,6 +22,9 @@ enum State {
     DataLf,
     /// Start of a trailer line or of the final empty line.
     TrailerStart,
+    /// In a trailer field's name, before the colon.
+    TrailerName,
+    /// In a trailer field's value, up to CR.
     Trailer,
     TrailerLf,
     FinalLf,
@@ -29,12 +35,21 @@ enum State {
 pub struct ChunkError(pub &'static str);
 
 const MAX_LINE: usize = 4096;
+pub const MAX_TRAILERS: usize = 32;
+pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
+
+/// RFC 9110 token characters (field names).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
     size: u64,
     line: usize,
+    trailers: usize,
+    trailer_bytes: usize,
 }
 
 impl Default for ChunkedDecoder {
@@ -49,11 +64,21 @@ impl ChunkedDecoder {
             state: State::Size { digits: 0 },
             size: 0,
             line: 0,
+            trailers: 0,
+            trailer_bytes: 0,
         }
     }
 
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    fn trailer_byte(&mut self) -> Result<(), ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILER_BYTES {
+            return Err(ChunkError("trailer section too large"));
+        }
+        Ok(())
     }
 
     /// Consumes a prefix of `input`; returns its length. Stops at the end of the body.
@@ -100,7 +125,7 @@ impl ChunkedDecoder {
                 },
                 State::Ext => match b {
                     b'\r' => self.state = State::SizeLf,
-                    b'\n' | 0 => return Err(ChunkError("invalid chunk extension")),
+                    _ if !is_value_byte(b) => return Err(ChunkError("invalid chunk extension")),
                     _ => {
                         self.line += 1;
                         if self.line > MAX_LINE {
@@ -133,21 +158,28 @@ impl ChunkedDecoder {
                 }
                 State::TrailerStart => match b {
                     b'\r' => self.state = State::FinalLf,
-                    b'\n' | b' ' | b'\t' | b':' => return Err(ChunkError("malformed trailer")),
-                    _ => {
-                        self.state = State::Trailer;
-                        self.line = 1;
+                    _ if tchar(b) => {
+                        self.trailers += 1;
+                        if self.trailers > MAX_TRAILERS {
+                            return Err(ChunkError("too many trailer fields"));
+                        }
+                        self.state = State::TrailerName;
+                        self.trailer_byte()?;
                     }
+                    _ => return Err(ChunkError("malformed trailer")),
+                },
+                State::TrailerName => match b {
+                    b':' => {
+                        self.state = State::Trailer;
+                        self.trailer_byte()?;
+                    }
+                    _ if tchar(b) => self.trailer_byte()?,
+                    _ => return Err(ChunkError("malformed trailer field name")),
                 },
                 State::Trailer => match b {
                     b'\r' => self.state = State::TrailerLf,
-                    b'\n' | 0 => return Err(ChunkError("malformed trailer")),
-                    _ => {
-                        self.line += 1;
-                        if self.line > MAX_LINE {
-                            return Err(ChunkError("trailer line too long"));
-                        }
-                    }
+                    _ if !is_value_byte(b) => return Err(ChunkError("malformed trailer value")),
+                    _ => self.trailer_byte()?,
                 },
                 State::TrailerLf => {
                     if b != b'\n' {
@@ -187,6 +219,21 @@ mod tests {
     }
 
     #[test]
+    fn trailers_are_bounded_in_count_and_size() {
+        let many: Vec<u8> = [
+            &b"0\r\n"[..],
+            &b"a: b\r\n".repeat(MAX_TRAILERS + 1),
+            b"\r\n",
+        ]
+        .concat();
+        assert!(ChunkedDecoder::new().advance(&many).is_err());
+        let ok: Vec<u8> = [&b"0\r\n"[..], &b"a: b\r\n".repeat(MAX_TRAILERS), b"\r\n"].concat();
+        assert_eq!(whole(&ok), Ok(ok.len()));
+        let big = format!("0\r\nx: {}\r\n\r\n", "v".repeat(MAX_TRAILER_BYTES));
+        assert!(ChunkedDecoder::new().advance(big.as_bytes()).is_err());
+    }
+
+    #[test]
     fn body_split_byte_by_byte_is_accepted() {
         let body = b"a\r\n0123456789\r\n0\r\n\r\n";
         let mut d = ChunkedDecoder::new();
@@ -206,6 +253,10 @@ mod tests {
             b"\r\n",
             b"fffffffffffffffff\r\n",
             b"2\r\nabc\r\n",
+            b"0\r\nno-colon\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nX-T: a\x01b\r\n\r\n",
+            b"1;e=\x7f\r\n",
         ] {
             assert!(
                 ChunkedDecoder::new().advance(bad).is_err(),

@@ -1,7 +1,9 @@
 //! HTTP/1.1 request and response heads: parsing with `httparse`, the framing
-//! rules that keep requests from being smuggled, path checks, and writing the
-//! heads the gateway forwards. Pure functions over bytes.
+//! rules that keep requests from being smuggled, Host and method checks, and
+//! writing the heads the gateway forwards. Pure functions over bytes.
 
+use super::path;
+use crate::header::HeaderValue;
 use std::fmt;
 
 pub const MAX_HEADERS: usize = 100;
@@ -21,22 +23,46 @@ pub enum HeadError {
     TooLarge(&'static str),
     /// 400 (request) / 502 (response): malformed or ambiguous.
     Bad(&'static str),
+    /// 405: a method the gateway does not proxy (CONNECT).
+    Method(&'static str),
+}
+
+impl HeadError {
+    /// The status a partner gets for a request head with this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge(_) => 431,
+            HeadError::Bad(_) => 400,
+            HeadError::Method(_) => 405,
+        }
+    }
 }
 
 impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeadError::TooLarge(m) | HeadError::Bad(m) => f.write_str(m),
+            HeadError::TooLarge(m) | HeadError::Bad(m) | HeadError::Method(m) => f.write_str(m),
         }
     }
+}
+
+/// What a listener allows in a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRules {
+    pub max_bytes: usize,
+    /// `;` path parameters are kept (and ignored for routing) instead of refused.
+    pub allow_params: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     pub method: String,
+    /// The canonical target (`path::canonical_target`): routed and forwarded as is.
     pub target: String,
     pub http10: bool,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<(String, HeaderValue)>,
+    /// An HTTP/1.0 request may come without Host; the gateway then adds one.
+    pub has_host: bool,
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -53,8 +79,8 @@ impl RequestHead {
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub code: u16,
-    pub reason: String,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub reason: HeaderValue,
+    pub headers: Vec<(String, HeaderValue)>,
     pub body: BodyKind,
     /// The upstream allows reusing the connection after this response.
     pub reusable: bool,
@@ -107,7 +133,8 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HeadError> {
                 let t = String::from_utf8_lossy(tok).trim().to_ascii_lowercase();
                 close |= t == "close";
                 keep_alive_token |= t == "keep-alive";
-                if !t.is_empty() {
+                // Host is what the request is for: a Connection token can't remove it.
+                if !t.is_empty() && t != "host" {
                     hop.push(t);
                 }
             }
@@ -134,47 +161,63 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HeadError> {
     })
 }
 
-/// Rejects dot-segments, empty segments, backslashes and encoded `.` `/` `\`
-/// in the path, so a prefix route can't be dodged (`/public/../orders`).
-pub fn check_path(target: &str) -> Result<(), HeadError> {
-    let path = target.split('?').next().unwrap_or("");
-    if !path.starts_with('/') {
-        return Err(HeadError::Bad("request target must be an absolute path"));
+/// RFC 9112 §3.2 / RFC 3986 §3.2.2: `reg-name | IPv4 | [IPv6]` with an
+/// optional `:port`, and nothing else (no userinfo, path, space).
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to the IPv6 literal.
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], Some(&v[i + 1..])),
+        _ => (v, None),
+    };
+    if port.is_some_and(|p| !p.iter().all(u8::is_ascii_digit)) {
+        return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-    {
-        return Err(HeadError::Bad("encoded dot, slash or backslash in path"));
+    if let Some(inner) = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
+        return !inner.is_empty()
+            && inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
     }
-    if path.contains('#') {
-        return Err(HeadError::Bad("fragment in request target"));
-    }
-    for seg in path[1..].split('/') {
-        if seg == "." || seg == ".." {
-            return Err(HeadError::Bad("dot-segment in path"));
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+            continue;
         }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
     }
-    if path.contains("//") {
-        return Err(HeadError::Bad("empty path segment"));
-    }
-    Ok(())
+    true
 }
 
-fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+/// Headers as owned pairs; every value passes the one `HeaderValue` gate.
+fn owned_headers(
+    headers: &[httparse::Header<'_>],
+) -> Result<Vec<(String, HeaderValue)>, HeadError> {
     headers
         .iter()
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .map(|h| {
+            let v = HeaderValue::new(h.value)
+                .map_err(|_| HeadError::Bad("control character in a header value"))?;
+            Ok((h.name.to_string(), v))
+        })
         .collect()
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete.
 pub fn parse_request(
     buf: &[u8],
-    max_bytes: usize,
+    rules: &RequestRules,
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let max_bytes = rules.max_bytes;
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut hs);
     let n = match req.parse(buf) {
@@ -201,19 +244,27 @@ pub fn parse_request(
     if http10 && f.te {
         return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
-    let hosts = req
+    if method == "CONNECT" {
+        return Err(HeadError::Method("CONNECT is not proxied"));
+    }
+    let mut hosts = req
         .headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"))
-        .count();
-    if hosts > 1 || (!http10 && hosts == 0) {
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host = hosts.next();
+    if hosts.next().is_some() || (!http10 && host.is_none()) {
         return Err(HeadError::Bad(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
-    if !(method == "OPTIONS" && target == "*") {
-        check_path(&target)?;
+    if host.is_some_and(|h| !valid_host(h.value)) {
+        return Err(HeadError::Bad("invalid Host header"));
     }
+    let target = if method == "OPTIONS" && target == "*" {
+        target
+    } else {
+        path::canonical_target(&target, rules.allow_params).map_err(HeadError::Bad)?
+    };
     let expect_continue = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
     });
@@ -222,7 +273,8 @@ pub fn parse_request(
             method,
             target,
             http10,
-            headers: owned_headers(req.headers),
+            headers: owned_headers(req.headers)?,
+            has_host: host.is_some(),
             body: f.body,
             keep_alive: !http10 && !f.close,
             expect_continue,
@@ -266,8 +318,9 @@ pub fn parse_response(
     Ok(Some((
         ResponseHead {
             code,
-            reason: resp.reason.unwrap_or("").to_string(),
-            headers: owned_headers(resp.headers),
+            reason: HeaderValue::new(resp.reason.unwrap_or(""))
+                .map_err(|_| HeadError::Bad("control character in the reason phrase"))?,
+            headers: owned_headers(resp.headers)?,
             body,
             reusable,
             hop: f.hop,
@@ -310,28 +363,39 @@ pub fn is_xfcc(name: &str) -> bool {
             .eq(b"x-forwarded-client-cert".iter().copied())
 }
 
-fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// Writes one field. Names are tokens (httparse checked them, or ours are
+/// constants); values are `HeaderValue`s, so no line can end early.
+fn push_header(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
 fn push_framing(out: &mut Vec<u8>, body: BodyKind) {
     match body {
-        BodyKind::Length(n) => push_header(out, "Content-Length", n.to_string().as_bytes()),
-        BodyKind::Chunked => push_header(out, "Transfer-Encoding", b"chunked"),
+        BodyKind::Length(n) => push_header(out, "Content-Length", &HeaderValue::from_u64(n)),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyKind::None | BodyKind::Close => {}
     }
 }
 
 /// The head sent upstream: HTTP/1.1, hop-by-hop and client-supplied XFCC removed,
-/// framing re-stated, the verified identity added.
-pub fn write_request(out: &mut Vec<u8>, h: &RequestHead, xfcc: Option<&str>) {
+/// framing re-stated, the verified identity added; `host` when the partner
+/// (HTTP/1.0) sent none, since HTTP/1.1 requires one.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    h: &RequestHead,
+    xfcc: Option<&HeaderValue>,
+    host: &HeaderValue,
+) {
     out.extend_from_slice(h.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(h.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !h.has_host {
+        push_header(out, "Host", host);
+    }
     for (name, value) in &h.headers {
         if hop_by_hop(name, &h.hop) || is_xfcc(name) || name.eq_ignore_ascii_case("expect") {
             continue;
@@ -340,7 +404,7 @@ pub fn write_request(out: &mut Vec<u8>, h: &RequestHead, xfcc: Option<&str>) {
     }
     push_framing(out, h.body);
     if let Some(x) = xfcc {
-        push_header(out, "x-forwarded-client-cert", x.as_bytes());
+        push_header(out, "x-forwarded-client-cert", x);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -370,6 +434,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",

@@ -4,16 +4,18 @@
 pub mod body;
 pub mod chunked;
 pub mod head;
+pub mod path;
+mod request_body;
 mod respond;
 
-use super::io::Io;
+use super::io::{self as pio, Io};
 use super::ConnCtx;
 use crate::authz::{self, Decision};
 use crate::bufpool;
-use body::BodyError;
-use head::{BodyKind, HeadError, RequestHead};
+use body::{BodyError, Chunks, Pace};
+use head::{BodyKind, RequestHead, RequestRules};
+use request_body::Rest;
 use respond::{respond, upstream_failed};
-use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// How a request ended for the downstream connection.
@@ -37,7 +39,7 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
         // waiting for its next request keeps a small future (memory per idle connection).
         let next = Box::pin(handle(down, cx, req, &mut inbuf)).await;
         if matches!(next, Next::Close) || *cx.draining.borrow() {
-            close(down).await;
+            close(down, cx).await;
             break;
         }
         deadline = Instant::now() + cx.listener.cfg.header_timeout;
@@ -55,19 +57,18 @@ async fn read_head<D: Io>(
     deadline: &mut Instant,
 ) -> Option<(RequestHead, usize)> {
     let l = &cx.listener.cfg;
+    let rules = RequestRules {
+        max_bytes: l.max_header_bytes,
+        allow_params: l.http.allow_path_params,
+    };
     loop {
         if !inbuf.is_empty() {
-            match head::parse_request(inbuf, l.max_header_bytes) {
+            match head::parse_request(inbuf, &rules) {
                 Ok(Some(r)) => return Some(r),
                 Ok(None) => {}
                 Err(e) => {
-                    let code = if matches!(e, HeadError::TooLarge(_)) {
-                        431
-                    } else {
-                        400
-                    };
-                    reject(down, cx, code, &e.to_string()).await;
-                    close(down).await;
+                    reject(down, cx, e.status(), &e.to_string()).await;
+                    close(down, cx).await;
                     return None;
                 }
             }
@@ -116,69 +117,65 @@ async fn read_head<D: Io>(
     }
 }
 
-/// Sends a gateway-generated error and counts it; the connection then closes.
-/// How long a closing connection may keep draining what the partner still sends.
-const LINGER: Duration = Duration::from_secs(2);
-/// How much of it we read before giving up on a clean close.
-const LINGER_BYTES: usize = 4 * 1024 * 1024;
-
-/// Closes our side, then reads and discards what the partner is still sending
-/// (a request we refused mid-way) for a moment: closing a socket with unread
-/// data makes the kernel send a reset, which can destroy the error response
-/// before the partner reads it (nginx's lingering close).
-async fn close<D: Io>(down: &D) {
-    let _ = down.shutdown_write().await;
-    let deadline = Instant::now() + LINGER;
-    let mut drained = 0;
-    let mut buf = bufpool::small();
-    while drained < LINGER_BYTES {
-        buf.clear();
-        match timeout_at(deadline, down.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
-                drained += n;
-                buf = b;
-            }
-            Ok((_, b)) => {
-                buf = b;
-                break;
-            }
-            Err(_) => {
-                down.abort();
-                return;
-            }
-        }
+/// Closes our side (within `send_timeout`), then lingers: see `io::linger`.
+async fn close<D: Io>(down: &D, cx: &ConnCtx<'_>) {
+    match timeout(cx.listener.cfg.http.send_timeout, down.shutdown_write()).await {
+        Ok(Ok(())) => pio::linger(down).await,
+        _ => down.abort(),
     }
-    bufpool::give(buf);
 }
 
+/// Sends a gateway-generated error and counts it; the connection then closes.
 async fn reject<D: Io>(down: &D, cx: &ConnCtx<'_>, code: u16, detail: &str) {
     cx.shard.request(code);
     tracing::info!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), addr = %cx.peer_addr, status = code, detail, "request rejected");
-    let _ = timeout(
-        cx.listener.cfg.header_timeout,
-        down.write_all(head::error_response(code, true, detail)),
+    let _ = pio::send(
+        down,
+        head::error_response(code, true, detail),
+        cx.send_timeout(),
     )
     .await;
 }
 
-/// The longest route prefix matching `path` on a segment boundary.
+/// A gateway-generated answer that may keep the connection.
+async fn answer<D: Io>(
+    down: &D,
+    cx: &ConnCtx<'_>,
+    req: &RequestHead,
+    code: u16,
+    detail: &str,
+) -> Next {
+    cx.shard.request(code);
+    let close = req.body != BodyKind::None || !req.keep_alive;
+    let sent = pio::send(
+        down,
+        head::error_response(code, close, detail),
+        cx.send_timeout(),
+    )
+    .await;
+    match sent {
+        Ok(b) if !close => {
+            bufpool::give(b);
+            Next::KeepAlive
+        }
+        _ => Next::Close,
+    }
+}
+
+/// The longest route prefix matching the canonical `path` on a segment boundary.
 fn route<'a>(cx: &'a ConnCtx<'_>, path: &str) -> Option<&'a crate::runtime::Route> {
+    let key = path::route_key(path, cx.listener.cfg.http.allow_path_params);
     cx.listener
         .routes
         .iter()
-        .filter(|r| {
-            // Indexing is in bounds: `starts_with` holds and the lengths differ.
-            let p = r.prefix.as_str();
-            path.starts_with(p)
-                && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
-        })
+        .filter(|r| path::under_prefix(&key, &r.prefix, r.case_insensitive))
         .max_by_key(|r| r.prefix.len())
 }
 
 async fn handle<D: Io>(
     down: &D,
     cx: &ConnCtx<'_>,
-    (req, n): (RequestHead, usize),
+    (mut req, n): (RequestHead, usize),
     inbuf: &mut Vec<u8>,
 ) -> Next {
     let started = std::time::Instant::now();
@@ -198,37 +195,48 @@ async fn handle<D: Io>(
     }
     if let Decision::Deny(why) = decision {
         cx.shard.with(|s| s.denied += 1);
-        cx.shard.request(403);
         tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer_id().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");
-        let close = req.body != BodyKind::None || !req.keep_alive;
-        let _ = timeout(
-            l.cfg.header_timeout,
-            down.write_all(head::error_response(403, close, "access denied")),
-        )
-        .await;
-        return if close { Next::Close } else { Next::KeepAlive };
+        return answer(down, cx, &req, 403, "access denied").await;
     }
     let Some(up_idx) = r.map(|r| r.upstream).or(l.default_upstream) else {
-        let close = req.body != BodyKind::None || !req.keep_alive;
-        cx.shard.request(404);
-        let _ = down
-            .write_all(head::error_response(404, close, "no route"))
-            .await;
-        return if close { Next::Close } else { Next::KeepAlive };
+        return answer(down, cx, &req, 404, "no route").await;
     };
     let pool = &cx.pools[up_idx];
     let ucfg = &pool.ctx.cfg;
-    if req.expect_continue && req.body != BodyKind::None {
-        let (res, _) = down
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
-            .await;
-        if res.is_err() {
+    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client (it would take it as the response).
+    if req.expect_continue && req.body != BodyKind::None && !req.http10 {
+        let sent = pio::send(
+            down,
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            cx.send_timeout(),
+        )
+        .await;
+        if sent.is_err() {
             return Next::Close;
         }
     }
+    let rules = &l.cfg.http;
+    let mut body_start = Vec::new();
+    let rest = match request_body::prepare(down, rules, &mut req, inbuf, &mut body_start).await {
+        Ok(rest) => rest,
+        Err(BodyError::SrcFraming(why)) => {
+            reject(down, cx, 400, why).await;
+            return Next::Close;
+        }
+        Err(BodyError::SrcTimeout) => {
+            reject(down, cx, 408, "request body not received in time").await;
+            return Next::Close;
+        }
+        Err(_) => return Next::Close, // the partner went away mid-body
+    };
     let mut out = bufpool::big();
-    head::write_request(&mut out, &req, cx.peer.as_ref().map(|v| v.xfcc.as_str()));
-    let req_rest = body::take_buffered(req.body, inbuf, &mut out);
+    head::write_request(
+        &mut out,
+        &req,
+        cx.peer.as_ref().map(|v| &v.xfcc),
+        &cx.fallback_host(),
+    );
+    out.extend_from_slice(&body_start);
     // Send the head; a reused connection that fails before any byte of it was
     // accepted is retried once on a fresh one.
     let mut fresh = false;
@@ -252,27 +260,46 @@ async fn handle<D: Io>(
         }
     };
     bufpool::give(out);
-    match body::copy(
-        down,
-        lease.io(),
-        req_rest,
-        inbuf,
-        l.cfg.idle_timeout,
-        ucfg.response_timeout,
-        false,
-    )
-    .await
+    if let Rest::Stream {
+        kind,
+        decoder,
+        start,
+    } = rest
     {
-        Ok(_) => {}
-        Err(BodyError::DstTimeout) | Err(BodyError::DstIo) => {
-            return upstream_failed(down, cx, &req, 502, "request_body_failed", started).await;
+        let pace = Pace::Rate {
+            start,
+            grace: rules.body_timeout,
+            rate: rules.min_body_rate,
+            idle: l.cfg.idle_timeout,
+        };
+        let copied = body::copy(
+            down,
+            lease.io(),
+            kind,
+            decoder,
+            inbuf,
+            pace,
+            ucfg.response_timeout,
+            Chunks::Rechunk,
+        )
+        .await;
+        match copied {
+            Ok(_) => {}
+            Err(BodyError::DstTimeout) | Err(BodyError::DstIo) => {
+                return upstream_failed(down, cx, &req, 502, "request_body_failed", started).await;
+            }
+            Err(BodyError::SrcFraming(why)) => {
+                drop(lease);
+                reject(down, cx, 400, why).await;
+                return Next::Close;
+            }
+            Err(BodyError::SrcTimeout) => {
+                drop(lease);
+                reject(down, cx, 408, "request body too slow").await;
+                return Next::Close;
+            }
+            Err(_) => return Next::Close, // the partner went away mid-body
         }
-        Err(BodyError::SrcFraming(why)) => {
-            drop(lease);
-            reject(down, cx, 400, why).await;
-            return Next::Close;
-        }
-        Err(_) => return Next::Close, // the partner went away or stalled mid-body
     }
     respond(down, cx, &req, lease, started).await
 }

@@ -2,14 +2,14 @@
 //! to the partner, decide keep-alive on both sides; upstream failure statuses
 //! and the per-request log line.
 
-use super::body::{self, BodyError};
+use super::body::{self, BodyError, Chunks, Pace};
 use super::head::{self, BodyKind, RequestHead};
 use super::Next;
 use crate::bufpool;
-use crate::proxy::io::Io;
+use crate::proxy::io::{self as pio, Io};
 use crate::proxy::upstream::Lease;
 use crate::proxy::ConnCtx;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 /// Reads the upstream's response and relays it; decides keep-alive on both sides.
 pub(super) async fn respond<D: Io>(
@@ -28,10 +28,11 @@ pub(super) async fn respond<D: Io>(
         match head::parse_response(&upbuf, 64 * 1024, is_head) {
             Ok(Some((h, n))) if (100..200).contains(&h.code) && h.code != 101 => {
                 upbuf.drain(..n);
-                if h.code != 100 {
+                // RFC 9110 §15.2: an HTTP/1.0 client gets no 1xx.
+                if h.code != 100 && !req.http10 {
                     let mut o = Vec::with_capacity(256);
                     head::write_response(&mut o, &h, false);
-                    if down.write_all(o).await.0.is_err() {
+                    if pio::send(down, o, cx.send_timeout()).await.is_err() {
                         return Next::Close;
                     }
                 }
@@ -78,26 +79,24 @@ pub(super) async fn respond<D: Io>(
         head::write_response(&mut o, &resp, close);
         body::take_buffered(resp.body, &mut upbuf, &mut o)
     };
-    let (res, o) = match timeout(l.cfg.idle_timeout, down.write_all(o)).await {
-        Ok(r) => r,
-        Err(_) => {
-            down.abort();
-            return Next::Close;
-        }
-    };
-    bufpool::give(o);
-    if res.is_err() {
-        return Next::Close;
+    match pio::send(down, o, cx.send_timeout()).await {
+        Ok(o) => bufpool::give(o),
+        Err(_) => return Next::Close,
     }
     let mut pending = upbuf;
     let copied = body::copy(
         lease.io(),
         down,
         resp_rest,
+        None,
         &mut pending,
-        rt,
-        l.cfg.idle_timeout,
-        dechunk,
+        Pace::PerRead(rt),
+        cx.send_timeout(),
+        if dechunk {
+            Chunks::Dechunk
+        } else {
+            Chunks::Pass
+        },
     )
     .await;
     // Bytes past the end of the body mean the upstream's framing is off: don't reuse it.
@@ -142,9 +141,10 @@ pub(super) async fn upstream_failed<D: Io>(
     tracing::warn!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), method = %req.method, path = %req.path(), status = code, kind, "upstream failed");
     log_request(cx, req, code, "-", started);
     // The request body may be partly unread: close rather than guess where the next request starts.
-    let _ = timeout(
-        cx.listener.cfg.header_timeout,
-        down.write_all(head::error_response(code, true, kind)),
+    let _ = pio::send(
+        down,
+        head::error_response(code, true, kind),
+        cx.send_timeout(),
     )
     .await;
     Next::Close
