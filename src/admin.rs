@@ -1,20 +1,51 @@
 //! Admin listener (plain HTTP, loopback by default): `/metrics` (Prometheus),
-//! `/stats` (JSON), `/healthz` and `/ready`. Runs on its own thread, off the
+//! `/stats` (JSON), `/healthz` and `/ready`. Runs on its own threads, off the
 //! workers' hot path; it asks the workers for their shards only when read.
+//! Each client gets a thread (at most `MAX_CLIENTS` at once), so a slow one
+//! costs only itself and a health check never waits behind it.
 
 use crate::metrics::{export, Registry};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const WORKER_WAIT: Duration = Duration::from_secs(1);
+const MAX_CLIENTS: usize = 32;
+
+/// Frees a client slot however its thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub fn spawn(listener: TcpListener, registry: Registry) -> anyhow::Result<()> {
+    let registry = Arc::new(registry);
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("mtlsgate-admin".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                handle(stream, &registry);
+                if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(stream); // over the limit: the client retries
+                    continue;
+                }
+                let slot = Slot(busy.clone());
+                let reg = registry.clone();
+                let started = std::thread::Builder::new()
+                    .name("mtlsgate-admin-client".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        handle(stream, &reg);
+                    });
+                if let Err(e) = started {
+                    tracing::warn!(error = %e, "admin: cannot start a client thread");
+                }
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot start admin thread: {e}"))?;
@@ -26,7 +57,11 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let until = std::time::Instant::now() + Duration::from_secs(5);
     let (path, head_only) = loop {
+        if std::time::Instant::now() > until {
+            return; // a trickling client gets a bounded share
+        }
         let n = match s.read(&mut chunk) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,

@@ -42,7 +42,8 @@ fn a_10_mib_post_streams_through_intact() {
 }
 
 #[test]
-fn chunked_request_and_response_bodies_pass_through_intact() {
+fn a_small_chunked_request_is_forwarded_with_content_length_and_a_chunked_response_passes_through()
+{
     let pki = Pki::new();
     let up = upstream::spawn(|r| {
         let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -64,8 +65,43 @@ fn chunked_request_and_response_bodies_pass_through_intact() {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(r.text(), "hello world");
     let seen = &up.requests()[0];
-    assert!(seen.chunked);
+    assert!(!seen.chunked, "a buffered body is sent de-chunked");
+    assert_eq!(seen.header("content-length"), Some("11"));
     assert_eq!(seen.body, b"hello world");
+}
+
+#[test]
+fn a_chunked_request_longer_than_the_buffer_streams_re_chunked_without_extensions_or_trailers() {
+    let pki = Pki::new();
+    let up = upstream::spawn(|r| upstream::ok(&r.body.len().to_string()));
+    let gw = common::start_basic(&pki, up.addr);
+    let part = upstream::pattern(40 * 1024);
+    let mut req =
+        b"POST /c HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("{:x};name=value\r\n", part.len()).as_bytes());
+        req.extend_from_slice(&part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\nx-forwarded-client-cert: URI=spiffe://victim\r\nX-T: 1\r\n\r\n");
+    let r = client::exchange(gw.addr(), &client::config(&pki, &Default::default()), &req).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), (3 * part.len()).to_string());
+    let seen = &up.requests()[0];
+    assert!(
+        seen.chunked,
+        "a body over request_buffer_bytes streams chunked"
+    );
+    let raw = &seen.raw_body;
+    assert!(
+        !raw.windows(4).any(|w| w == b"name"),
+        "chunk extensions are dropped"
+    );
+    assert!(
+        !raw.windows(6).any(|w| w == b"victim"),
+        "trailers are dropped"
+    );
+    assert!(raw.ends_with(b"\r\n0\r\n\r\n"));
 }
 
 #[test]

@@ -56,7 +56,8 @@ fn xfcc_quotes_and_escapes_a_subject_with_commas_and_quotes() {
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pki.leaves["acme"].der).as_ref(),
     );
     let want = format!(
-        r#"Hash={sha};Subject="O=Acme\, Inc.,CN=a \"b\"";URI=spiffe://partner.example/acme;DNS=api.acme.example"#
+        // RFC 4514 DN `O=Acme\, Inc.,CN=a \"b\"`, as an RFC 9110 quoted-string.
+        r#"Hash={sha};Subject="O=Acme\\, Inc.,CN=a \\\"b\\\"";URI=spiffe://partner.example/acme;DNS=api.acme.example"#
     );
     assert_eq!(
         up.requests()[0].header("x-forwarded-client-cert"),

@@ -15,6 +15,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub chunked: bool,
+    /// The body as it came on the wire (chunked framing included).
+    pub raw_body: Vec<u8>,
 }
 
 impl Seen {
@@ -126,6 +128,7 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
                     headers,
                     body: Vec::new(),
                     chunked: false,
+                    raw_body: Vec::new(),
                 };
                 let cl = req
                     .header("content-length")
@@ -147,7 +150,7 @@ fn serve(mut s: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>) -> io::Result<(
                     .advance_with(&buf, |b| data.extend_from_slice(b))
                     .map_err(|e| io::Error::other(e.0))?;
                 req.body.extend_from_slice(&data);
-                buf.drain(..used);
+                req.raw_body.extend(buf.drain(..used));
                 if d.is_done() {
                     break;
                 }
