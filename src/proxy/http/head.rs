@@ -238,7 +238,7 @@ pub fn parse_request(
     }
     check_line_endings(&buf[..n])?;
     let method = req.method.unwrap_or("").to_string(); // ok: set when Complete
-    let target = req.path.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("");
     let http10 = req.version == Some(0);
     let f = framing(req.headers)?;
     if http10 && f.te {
@@ -261,9 +261,9 @@ pub fn parse_request(
         return Err(HeadError::Bad("invalid Host header"));
     }
     let target = if method == "OPTIONS" && target == "*" {
-        target
+        target.to_string()
     } else {
-        path::canonical_target(&target, rules.allow_params).map_err(HeadError::Bad)?
+        path::canonical_target(target, rules.allow_params).map_err(HeadError::Bad)?
     };
     let expect_continue = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")

@@ -44,8 +44,8 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
     };
     let p = path.as_bytes();
     let mut out = String::with_capacity(target.len());
-    // The path as a backend that decodes every escape sees it: must be UTF-8.
-    let mut decoded = Vec::with_capacity(p.len());
+    // Escaped bytes >= 0x80 must decode to UTF-8 (raw ones are refused below).
+    let mut high = false;
     let mut i = 0;
     while i < p.len() {
         let b = p[i];
@@ -62,11 +62,12 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
             } else if v == b';' && !allow_params {
                 return Err("encoded path parameter (;) in path");
             } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 out.push('%');
-                out.push(char::from(b"0123456789ABCDEF"[usize::from(v >> 4)])); // ok: index < 16
-                out.push(char::from(b"0123456789ABCDEF"[usize::from(v & 15)])); // ok: index < 16
+                out.push(char::from(HEX[usize::from(v >> 4)])); // ok: index < 16
+                out.push(char::from(HEX[usize::from(v & 15)])); // ok: index < 16
+                high |= v >= 0x80;
             }
-            decoded.push(v);
             i += 3;
             continue;
         }
@@ -77,10 +78,9 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
             return Err("invalid character in path");
         }
         out.push(b as char);
-        decoded.push(b);
         i += 1;
     }
-    if std::str::from_utf8(&decoded).is_err() {
+    if high && std::str::from_utf8(&decode_all(&out)).is_err() {
         return Err("escapes in path do not decode to UTF-8");
     }
     check_segments(&out, allow_params)?;
@@ -92,6 +92,26 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
         out.push_str(q);
     }
     Ok(out)
+}
+
+/// Every escape of a canonical path decoded: the path as a decoding backend sees it.
+pub fn decode_all(canonical: &str) -> Vec<u8> {
+    let p = canonical.as_bytes();
+    let mut out = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        match escape_at(p, i).filter(|_| p[i] == b'%') {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(p[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A segment without its `;` parameters (when they are allowed).
