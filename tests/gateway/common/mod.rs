@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod pki;
+pub mod raw;
 pub mod upstream;
 
 use std::io::{Read, Write};

@@ -1,0 +1,848 @@
+//! The trust boundary as a partner who writes its own CSR sees it: identity
+//! strings that could smuggle a request or forge an XFCC element, what a `cn:`
+//! rule matches, the alert after a refused handshake, and revocation after
+//! several reloads in a row.
+
+use crate::common::{self, client, pki::Pki, upstream};
+use mtlsgate::demo::pki::ClientSpec;
+use rcgen::DnType;
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, ClientConnection};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// A leaked name, so certificates made in a loop can be added to the PKI.
+fn name(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn opts(cert: &str) -> client::Opts<'_> {
+    client::Opts {
+        cert: Some(cert),
+        ..Default::default()
+    }
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    mtlsgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
+}
+
+/// The rustls error inside an I/O error from the client, if there is one.
+fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// `Ok` if the gateway refused this partner in the handshake with a
+/// certificate_unknown alert; otherwise what happened instead.
+fn refused_for_bad_identity(gw: &common::Gateway, pki: &Pki, cert: &str) -> Result<(), String> {
+    let cfg = client::config(pki, &opts(cert));
+    match client::get(gw.addr(), &cfg, "/hello") {
+        Ok(r) => Err(format!(
+            "handshake accepted; the request got {} {:?}",
+            r.status,
+            r.text()
+        )),
+        Err(e) => match tls_error(&e) {
+            Some(rustls::Error::AlertReceived(AlertDescription::CertificateUnknown)) => Ok(()),
+            other => Err(format!(
+                "refused, but not with a certificate_unknown alert: {e} ({other:?})"
+            )),
+        },
+    }
+}
+
+#[test]
+fn a_uri_san_carrying_crlf_a_second_request_and_a_forged_xfcc_is_refused_in_the_handshake() {
+    let mut pki = Pki::new();
+    let evil = "spiffe://partner.example/b\r\n\r\nGET /orders/export HTTP/1.1\r\nHost: x\r\n\
+                x-forwarded-client-cert: Hash=00;URI=spiffe://partner.example/partner-a\r\nX: x";
+    // rcgen builds it: an IA5String only has to be ASCII, and CR/LF are.
+    pki.add_client("smuggler", &ClientSpec::named("Partner B").uri(evil));
+    let up = upstream::echo();
+    let gw = common::start(
+        &pki.dir,
+        &common::http_config(
+            &pki,
+            up.addr,
+            "allow = [\"uri:spiffe://partner.example/*\"]",
+            "",
+            "[[listener.route]]\npath_prefix = \"/orders\"\n\
+             allow = [\"uri:spiffe://partner.example/partner-a\"]\n",
+        ),
+    );
+    let outcome = refused_for_bad_identity(&gw, &pki, "smuggler");
+    std::thread::sleep(Duration::from_millis(200)); // anything forwarded has arrived by now
+    let seen = up.requests();
+    assert!(
+        outcome.is_ok(),
+        "{}; the upstream received {} request(s): {:#?}",
+        outcome.unwrap_err(),
+        seen.len(),
+        seen
+    );
+    assert_eq!(
+        gw.wait_stat("partners", "/failures/bad_identity", 1),
+        1,
+        "{}",
+        serde_json::to_string_pretty(&gw.stats()).unwrap()
+    );
+    assert!(seen.is_empty(), "the upstream received {seen:#?}");
+    assert_eq!(up.connections(), 0, "no upstream connection was needed");
+    // The next partner is served its own response, on a clean upstream connection.
+    let r = client::get(
+        gw.addr(),
+        &client::config(&pki, &Default::default()),
+        "/next",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("GET /next\n"), "{}", r.text());
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].path, "/next");
+}
+
+#[test]
+fn control_characters_in_any_identity_field_are_refused_in_the_handshake() {
+    let mut pki = Pki::new();
+    // (label, certificate): every subject attribute, every CN, URI and DNS SANs,
+    // with bare CR, bare LF, CRLF, NUL, 0x01, 0x1f, DEL and a C1 control.
+    let mut cases: Vec<(String, ClientSpec)> = Vec::new();
+    let bad = [
+        ("CR", "\r"),
+        ("LF", "\n"),
+        ("CRLF", "\r\n"),
+        ("NUL", "\0"),
+        ("0x01", "\u{1}"),
+        ("0x1f", "\u{1f}"),
+        ("DEL", "\u{7f}"),
+    ];
+    for (what, c) in bad {
+        cases.push((
+            format!("CN with {what}"),
+            ClientSpec::named(&format!("Partner{c}A")).uri("spiffe://partner.example/cn"),
+        ));
+        let mut o = ClientSpec::named("Partner O").uri("spiffe://partner.example/o");
+        o.dn.insert(0, (DnType::OrganizationName, format!("Acme{c}X-Evil: 1")));
+        cases.push((format!("O with {what}"), o));
+        let mut dns = ClientSpec::named("Partner D").uri("spiffe://partner.example/d");
+        dns.dns.push(format!("api{c}.partner.example"));
+        cases.push((format!("DNS SAN with {what}"), dns));
+        cases.push((
+            format!("URI SAN with {what}"),
+            ClientSpec::named("Partner U").uri(&format!("spiffe://partner.example/u{c}x")),
+        ));
+    }
+    let mut c1 = ClientSpec::named("Partner\u{85}A").uri("spiffe://partner.example/c1");
+    c1.dn
+        .push((DnType::OrganizationName, "Acme\u{9b}31m".into()));
+    cases.push(("CN and O with C1 controls (U+0085, U+009B)".into(), c1));
+    let mut ou = ClientSpec::named("Partner OU").uri("spiffe://partner.example/ou");
+    ou.dn
+        .push((DnType::OrganizationalUnitName, "Ops\r\nX: y".into()));
+    cases.push(("OU with CRLF".into(), ou));
+    // A second CN (same OID, its own RDN) that is the one carrying the bytes.
+    let mut second_cn = ClientSpec::named("Partner A").uri("spiffe://partner.example/2cn");
+    second_cn
+        .dn
+        .push((DnType::CustomDnType(vec![2, 5, 4, 3]), "B\r\nX: y".into()));
+    cases.push(("second CN with CRLF".into(), second_cn));
+
+    for (i, (_, spec)) in cases.iter().enumerate() {
+        pki.add_client(name(format!("ctl-{i}")), spec);
+    }
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let mut wrong = Vec::new();
+    for (i, (label, _)) in cases.iter().enumerate() {
+        if let Err(e) = refused_for_bad_identity(&gw, &pki, &format!("ctl-{i}")) {
+            wrong.push(format!("{label}: {e}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} certificates with control characters were not refused in the handshake:\n{}\nthe upstream received {:#?}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n"),
+        up.requests()
+    );
+    let n = cases.len() as u64;
+    assert_eq!(
+        gw.wait_stat("partners", "/failures/bad_identity", n),
+        n,
+        "{}",
+        serde_json::to_string_pretty(&gw.stats()).unwrap()
+    );
+    assert!(up.requests().is_empty(), "{:#?}", up.requests());
+}
+
+// ---------------------------------------------------------------------------
+// An independent reader of the XFCC header: RFC 9110 quoted-string with
+// quoted-pair, Envoy's element grammar, and RFC 4514 for the Subject.
+
+/// Splits `s` on `sep` outside quoted-strings (a `\` inside quotes escapes the next byte).
+fn split_outside_quotes(s: &[u8], sep: u8) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut i) = (0, false, 0);
+    while i < s.len() {
+        match s[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b if b == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err(format!("unterminated quoted-string in {:?}", lossy(s)));
+    }
+    out.push(&s[start..]);
+    Ok(out)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// One value: an RFC 9110 quoted-string (the whole value) or a bare value.
+fn xfcc_value(v: &[u8]) -> Result<String, String> {
+    if v.first() != Some(&b'"') {
+        if let Some(b) = v
+            .iter()
+            .find(|&&b| b"\"\\=".contains(&b) || b < 0x21 || b >= 0x7f)
+        {
+            return Err(format!("bare value {:?} holds byte {b:#04x}", lossy(v)));
+        }
+        return Ok(lossy(v));
+    }
+    // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+    // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+    let text_ok = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut out = Vec::new();
+    let mut i = 1;
+    loop {
+        match v.get(i) {
+            None => return Err(format!("unterminated quoted-string {:?}", lossy(v))),
+            Some(b'"') => break,
+            Some(b'\\') => match v.get(i + 1) {
+                Some(&b) if text_ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                _ => return Err(format!("bad quoted-pair in {:?}", lossy(v))),
+            },
+            Some(&b) if text_ok(b) => {
+                out.push(b);
+                i += 1;
+            }
+            Some(&b) => return Err(format!("byte {b:#04x} in quoted-string {:?}", lossy(v))),
+        }
+    }
+    if i + 1 != v.len() {
+        return Err(format!(
+            "bytes after the closing quote in {:?}: {:?}",
+            lossy(v),
+            lossy(&v[i + 1..])
+        ));
+    }
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// The header's elements, each a list of (key, value) in order.
+fn parse_xfcc(h: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+    let mut elements = Vec::new();
+    for el in split_outside_quotes(h.as_bytes(), b',')? {
+        let mut pairs = Vec::new();
+        for pair in split_outside_quotes(el, b';')? {
+            let eq = pair
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or_else(|| format!("pair without '=': {:?}", lossy(pair)))?;
+            let key = lossy(&pair[..eq]);
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(format!("bad key {key:?}"));
+            }
+            pairs.push((key, xfcc_value(&pair[eq + 1..])?));
+        }
+        elements.push(pairs);
+    }
+    Ok(elements)
+}
+
+fn values<'a>(el: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    el.iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// An RFC 4514 string as (type, value) pairs, first RDN of the string first.
+fn parse_rfc4514(dn: &str) -> Result<Vec<(String, String)>, String> {
+    let b = dn.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let eq = b[i..]
+            .iter()
+            .position(|&c| c == b'=')
+            .ok_or_else(|| format!("attribute without '=' in {dn:?}"))?;
+        let ty = lossy(&b[i..i + eq]);
+        i += eq + 1;
+        let mut v = Vec::new();
+        while i < b.len() && b[i] != b',' && b[i] != b'+' {
+            if b[i] == b'\\' {
+                let next = *b.get(i + 1).ok_or("dangling '\\'")?;
+                if b",+;<>\\\"# =".contains(&next) {
+                    v.push(next);
+                    i += 2;
+                } else {
+                    let hex = b.get(i + 1..i + 3).ok_or("short hex escape")?;
+                    let h = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16)
+                        .map_err(|_| format!("bad escape in {dn:?}"))?;
+                    v.push(h);
+                    i += 3;
+                }
+            } else if b"\"+;<>".contains(&b[i]) {
+                return Err(format!("unescaped {:?} in {dn:?}", b[i] as char));
+            } else {
+                v.push(b[i]);
+                i += 1;
+            }
+        }
+        out.push((ty, String::from_utf8(v).map_err(|e| e.to_string())?));
+        i += 1; // the separator
+    }
+    Ok(out)
+}
+
+#[test]
+fn xfcc_values_are_quoted_so_an_rfc_9110_parser_reads_exactly_the_certificates_identity() {
+    let mut pki = Pki::new();
+    struct Case {
+        cert: &'static str,
+        /// Subject as the partner asked for it, in certificate order.
+        dn: Vec<(DnType, &'static str)>,
+        uri: &'static str,
+        /// The RFC 4514 Subject the gateway must report (last RDN first).
+        rfc4514: &'static str,
+        /// The header byte for byte, after `Hash=<hex>;`.
+        golden: &'static str,
+    }
+    let cases = [
+        // The issue's value: a literal backslash before the quote closed the quoted-string early.
+        Case {
+            cert: "quote-uri",
+            dn: vec![(DnType::CommonName, "Partner Q")],
+            uri: r#"spiffe://partner.example/b\";URI=spiffe://victim/admin;x=""#,
+            rfc4514: "CN=Partner Q",
+            golden: r#"Subject="CN=Partner Q";URI="spiffe://partner.example/b\\\";URI=spiffe://victim/admin;x=\"""#,
+        },
+        // The same without the backslash.
+        Case {
+            cert: "quote-uri-2",
+            dn: vec![(DnType::CommonName, "Partner Q")],
+            uri: r#"spiffe://partner.example/b";URI=spiffe://victim/admin;x=""#,
+            rfc4514: "CN=Partner Q",
+            golden: r#"Subject="CN=Partner Q";URI="spiffe://partner.example/b\";URI=spiffe://victim/admin;x=\"""#,
+        },
+        // O = `x,CN=Partner A`: its RFC 4514 escape `\,` must survive the quoting.
+        Case {
+            cert: "comma-o",
+            dn: vec![
+                (DnType::OrganizationName, "x,CN=Partner A"),
+                (DnType::CommonName, "Partner B"),
+            ],
+            uri: "spiffe://partner.example/b",
+            rfc4514: r"CN=Partner B,O=x\,CN=Partner A",
+            golden: r#"Subject="CN=Partner B,O=x\\,CN=Partner A";URI=spiffe://partner.example/b"#,
+        },
+        // O = `x\,CN=Partner A` with a literal backslash, and a CN with quotes.
+        Case {
+            cert: "backslash-o",
+            dn: vec![
+                (DnType::OrganizationName, r"x\,CN=Partner A"),
+                (DnType::CommonName, r#"Partner "B""#),
+            ],
+            uri: "spiffe://partner.example/b",
+            rfc4514: r#"CN=Partner \"B\",O=x\\\,CN=Partner A"#,
+            golden: r#"Subject="CN=Partner \\\"B\\\",O=x\\\\\\,CN=Partner A";URI=spiffe://partner.example/b"#,
+        },
+    ];
+    for c in &cases {
+        let spec = ClientSpec {
+            dn: c
+                .dn
+                .iter()
+                .map(|(t, v)| (t.clone(), v.to_string()))
+                .collect(),
+            uris: vec![c.uri.to_string()],
+            ..Default::default()
+        };
+        pki.add_client(c.cert, &spec);
+    }
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+
+    // Golden values for plain partners (one with a DNS SAN).
+    for (cert, rest) in [
+        (
+            "good",
+            r#"Subject="CN=Partner A,O=Partner A Ltd";URI=spiffe://partner.example/a"#,
+        ),
+        (
+            "partner-c",
+            r#"Subject="CN=Partner C";URI=spiffe://partner.example/c;DNS=api.partner-c.example"#,
+        ),
+    ] {
+        let before = up.requests().len();
+        let r = client::get(gw.addr(), &client::config(&pki, &opts(cert)), "/").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let want = format!("Hash={};{rest}", sha256_hex(&pki.leaves[cert].der));
+        assert_eq!(
+            up.requests()[before].headers_named("x-forwarded-client-cert"),
+            vec![want.as_str()],
+            "{cert}"
+        );
+    }
+
+    let mut wrong = Vec::new();
+    for c in &cases {
+        let before = up.requests().len();
+        let r = match client::get(gw.addr(), &client::config(&pki, &opts(c.cert)), "/") {
+            Ok(r) => r,
+            Err(e) => {
+                wrong.push(format!(
+                    "{}: refused ({e}), but it holds no control characters",
+                    c.cert
+                ));
+                continue;
+            }
+        };
+        let seen = up.requests();
+        if r.status != 200 || seen.len() != before + 1 {
+            wrong.push(format!(
+                "{}: {} and {} upstream request(s)",
+                c.cert,
+                r.status,
+                seen.len() - before
+            ));
+            continue;
+        }
+        let headers = seen[before].headers_named("x-forwarded-client-cert");
+        let [h] = headers.as_slice() else {
+            wrong.push(format!(
+                "{}: {} XFCC headers: {headers:?}",
+                c.cert,
+                headers.len()
+            ));
+            continue;
+        };
+        let mut problems = Vec::new();
+        match parse_xfcc(h) {
+            Err(e) => problems.push(format!("unparseable: {e}")),
+            Ok(els) if els.len() != 1 => problems.push(format!("{} elements: {els:?}", els.len())),
+            Ok(els) => {
+                let el = &els[0];
+                let hash = values(el, "Hash");
+                if hash != [sha256_hex(&pki.leaves[c.cert].der).as_str()] {
+                    problems.push(format!("Hash {hash:?}"));
+                }
+                let uris = values(el, "URI");
+                if uris != [c.uri] {
+                    problems.push(format!("URI {uris:?}, want exactly [{:?}]", c.uri));
+                }
+                let subjects = values(el, "Subject");
+                if subjects != [c.rfc4514] {
+                    problems.push(format!(
+                        "Subject {subjects:?}, want exactly [{:?}]",
+                        c.rfc4514
+                    ));
+                }
+                if let [s] = subjects.as_slice() {
+                    let want: Vec<(String, String)> =
+                        c.dn.iter()
+                            .rev()
+                            .map(|(t, v)| {
+                                let t = if *t == DnType::CommonName { "CN" } else { "O" };
+                                (t.to_string(), v.to_string())
+                            })
+                            .collect();
+                    match parse_rfc4514(s) {
+                        Ok(got) if got == want => {}
+                        got => problems.push(format!("Subject reads as {got:?}, want {want:?}")),
+                    }
+                }
+                if !values(el, "DNS").is_empty() {
+                    problems.push("a DNS value the certificate does not have".into());
+                }
+            }
+        }
+        let want = format!("Hash={};{}", sha256_hex(&pki.leaves[c.cert].der), c.golden);
+        if *h != want {
+            problems.push(format!(
+                "header differs from the documented form:\n   got  {h}\n   want {want}"
+            ));
+        }
+        if !problems.is_empty() {
+            wrong.push(format!(
+                "{}: XFCC {h:?}\n  {}",
+                c.cert,
+                problems.join("\n  ")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+
+fn two_cn(first: &str, second: &str, uri: &str) -> ClientSpec {
+    // rcgen keeps one value per DnType, so the second CN goes in by its OID.
+    let mut s = ClientSpec::named(first).uri(uri);
+    s.dn.push((DnType::CustomDnType(vec![2, 5, 4, 3]), second.to_string()));
+    s
+}
+
+#[test]
+fn a_cn_rule_admits_only_a_subject_with_exactly_one_cn_equal_to_it() {
+    let mut pki = Pki::new();
+    pki.add_client(
+        "one-cn",
+        &ClientSpec::named("Partner A").uri("spiffe://partner.example/one"),
+    );
+    pki.add_client(
+        "two-cn",
+        &two_cn("Partner A", "Partner B", "spiffe://partner.example/two"),
+    );
+    pki.add_client(
+        "two-cn-rev",
+        &two_cn("Partner B", "Partner A", "spiffe://partner.example/two-rev"),
+    );
+    pki.add_client(
+        "two-cn-same",
+        &two_cn(
+            "Partner A",
+            "Partner A",
+            "spiffe://partner.example/two-same",
+        ),
+    );
+    // The certificates really hold two CNs.
+    for cert in ["two-cn", "two-cn-rev", "two-cn-same"] {
+        let (_, x) = X509Certificate::from_der(&pki.leaves[cert].der).unwrap();
+        assert_eq!(x.subject().iter_common_name().count(), 2, "{cert}");
+    }
+    let up = upstream::echo();
+    let strict_port = common::free_port();
+    let d = pki.dir.display();
+    // `partners`: a route allow-list; `strict`: a listener allow-list.
+    let tail = format!(
+        "[[listener.route]]\npath_prefix = \"/orders\"\nallow = [\"cn:Partner A\"]\n\
+         [[listener]]\nname = \"strict\"\nbind = \"127.0.0.1:{strict_port}\"\nmode = \"http\"\n\
+         upstream = \"backend\"\nallow = [\"cn:Partner A\"]\n[listener.tls]\n\
+         cert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\nclient_ca = \"{d}/ca.crt\"\n"
+    );
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", &tail));
+    let strict: std::net::SocketAddr = format!("127.0.0.1:{strict_port}").parse().unwrap();
+    let status = |addr, cert: &str, path: &str| -> Result<u16, String> {
+        client::get(addr, &client::config(&pki, &opts(cert)), path)
+            .map(|r| r.status)
+            .map_err(|e| e.to_string())
+    };
+    let mut wrong = Vec::new();
+    for cert in ["one-cn", "good"] {
+        for (what, addr, path) in [
+            ("route", gw.addr(), "/orders/1"),
+            ("listener", strict, "/x"),
+        ] {
+            match status(addr, cert, path) {
+                Ok(200) => {}
+                other => wrong.push(format!(
+                    "{cert} ({what} allow-list): want 200, got {other:?}"
+                )),
+            }
+        }
+    }
+    for cert in ["two-cn", "two-cn-rev", "two-cn-same"] {
+        // The connection itself is fine where no cn: rule applies...
+        match status(gw.addr(), cert, "/public") {
+            Ok(200) => {}
+            other => wrong.push(format!("{cert} on an open route: want 200, got {other:?}")),
+        }
+        // ...but no cn: rule matches it.
+        for (what, addr, path) in [
+            ("route", gw.addr(), "/orders/1"),
+            ("listener", strict, "/x"),
+        ] {
+            let before = up.requests().len();
+            let r = status(addr, cert, path);
+            let reached = up.requests().len() - before;
+            if !(r == Ok(403) || r.is_err()) || reached != 0 {
+                wrong.push(format!(
+                    "{cert} ({what} allow-list cn:Partner A): got {r:?}, upstream reached {reached} time(s)"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+
+/// What a partner that keeps sending after its flight sees from a refused handshake
+/// (fields are read through `Debug`, in the failure message).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Seen {
+    Alert(AlertDescription),
+    OtherTls(rustls::Error),
+    Io(&'static str, io::Error),
+    EofWithoutAlert,
+}
+
+/// A TLS 1.3 client with `cert` that queues application data before the
+/// handshake (so it leaves with its Certificate/Finished flight, in the same
+/// writes: the server has unread bytes when it refuses) and keeps sending
+/// after it; then reads what the server said.
+fn send_through_refusal(pki: &Pki, addr: std::net::SocketAddr, cert: &str) -> Seen {
+    let cfg = client::config(
+        pki,
+        &client::Opts {
+            cert: Some(cert),
+            tls13_only: true,
+            ..Default::default()
+        },
+    );
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut conn = ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let filler = b"GET /filler HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(400); // ~16 KiB
+    for _ in 0..3 {
+        conn.writer().write_all(&filler).unwrap();
+    }
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            return match tls_error(&e) {
+                Some(rustls::Error::AlertReceived(a)) => Seen::Alert(*a),
+                Some(t) => Seen::OtherTls(t.clone()),
+                None => Seen::Io("handshake", e),
+            };
+        }
+    }
+    // The server is now verifying (and refusing) the certificate: keep sending,
+    // a record every 10 ms for ~200 ms (well inside the 2 s lingering close), so
+    // the client is still writing when a server that closes at once resets it.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(10));
+        conn.writer().write_all(&filler).unwrap();
+        while conn.wants_write() {
+            if let Err(e) = conn.write_tls(&mut sock) {
+                return Seen::Io("write", e);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match conn.read_tls(&mut sock) {
+            Ok(0) => return Seen::EofWithoutAlert,
+            Ok(_) => match conn.process_new_packets() {
+                Err(rustls::Error::AlertReceived(a)) => return Seen::Alert(a),
+                Err(e) => return Seen::OtherTls(e),
+                Ok(st) => {
+                    if st.peer_has_closed() {
+                        return Seen::EofWithoutAlert;
+                    }
+                    let n = st.plaintext_bytes_to_read();
+                    let mut sink = vec![0u8; n];
+                    let _ = conn.reader().read(&mut sink);
+                }
+            },
+            Err(e) => return Seen::Io("read", e),
+        }
+    }
+    Seen::Io("read", io::ErrorKind::TimedOut.into())
+}
+
+#[test]
+fn a_refused_client_that_keeps_sending_gets_the_tls_alert_not_a_tcp_reset() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    const TRIES: u64 = 5;
+    let outcomes: Vec<Seen> = (0..TRIES)
+        .map(|_| send_through_refusal(&pki, gw.addr(), "foreign"))
+        .collect();
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Seen::Alert(_))),
+        "every try must end with the server's alert (ECONNRESET/EPIPE is the lost-alert defect): {outcomes:#?}"
+    );
+    assert_eq!(
+        gw.wait_stat("partners", "/failures/unknown_ca", TRIES),
+        TRIES,
+        "{}",
+        serde_json::to_string_pretty(&gw.stats()).unwrap()
+    );
+    assert!(up.requests().is_empty());
+    // openssl s_client, a client that sends a message at a time, sees the alert too.
+    if common::have("openssl") {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "(printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n'; sleep 1) | timeout 20 openssl s_client -tls1_3 -connect 127.0.0.1:{} -servername localhost -CAfile {} -cert {} -key {} 2>&1",
+                gw.port,
+                pki.path("ca.crt"),
+                pki.path("foreign.crt"),
+                pki.path("foreign.key")
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("alert") && !text.contains("errno=104"),
+            "openssl did not report the server's alert:\n{text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn reloads(gw: &common::Gateway) -> u64 {
+    gw.stats()["ticket_keys"]["reloads"].as_u64().unwrap_or(0)
+}
+
+/// Waits until no connection is open and no reload has happened for 1.5 s
+/// (the CRL file watch polls once a second); returns the reload count.
+fn settle(gw: &common::Gateway) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = (reloads(gw), Instant::now());
+    loop {
+        assert!(Instant::now() < deadline, "the gateway did not settle");
+        std::thread::sleep(Duration::from_millis(100));
+        let n = reloads(gw);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(1500)
+            && gw.stat("partners", "/connections/active") == 0
+        {
+            return n;
+        }
+    }
+}
+
+/// Rewrites the CRL (atomically: a reload never reads half a file) to revoke
+/// `names`, sends SIGHUP and waits until a reload that read it is done.
+fn revoke_and_sighup(gw: &common::Gateway, pki: &Pki, names: &[&str]) {
+    let before = settle(gw);
+    let serials: Vec<u64> = names.iter().map(|n| pki.leaves[n].serial).collect();
+    let crl = pki.ca.crl(&serials, time::Duration::days(7)).unwrap();
+    let tmp = pki.dir.join("ca.crl.new");
+    std::fs::write(&tmp, crl).unwrap();
+    std::fs::rename(&tmp, pki.dir.join("ca.crl")).unwrap();
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(gw) <= before {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) until a full handshake of `cert` is refused: the worker has
+/// applied the reload that revoked it. Only refused attempts follow the first
+/// try, so the probe leaves no verified identity behind under the new state.
+fn wait_refused(gw: &common::Gateway, pki: &Pki, cert: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = client::config(pki, &opts(cert));
+        if client::get(gw.addr(), &fresh, "/probe").is_err() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cert} still connects after its revocation was reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn request(s: &mut client::Tls) -> io::Result<client::Response> {
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    client::read_response(s, &mut Vec::new(), false)
+}
+
+#[test]
+fn a_partner_revoked_on_the_second_of_two_reloads_in_a_row_cannot_resume_or_connect() {
+    let mut pki = Pki::new();
+    pki.add_client(
+        "probe-1",
+        &ClientSpec::named("Probe 1").uri("spiffe://partner.example/probe-1"),
+    );
+    pki.add_client(
+        "probe-2",
+        &ClientSpec::named("Probe 2").uri("spiffe://partner.example/probe-2"),
+    );
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    let cfg = client::config(&pki, &opts("good"));
+    // Two visits before the reloads: a full handshake, then a resumed one; both leave tickets.
+    for want_resumed in [false, true] {
+        let mut s = client::connect(gw.addr(), &cfg, "localhost").unwrap();
+        assert_eq!(client::resumed(&s), want_resumed);
+        assert_eq!(request(&mut s).unwrap().status, 200);
+        s.conn.send_close_notify();
+        let _ = s.flush();
+    }
+    let served = up.requests().len();
+    assert_eq!(served, 2);
+
+    // Reload 1: someone else is revoked.
+    revoke_and_sighup(&gw, &pki, &["revoked", "probe-1"]);
+    wait_refused(&gw, &pki, "probe-1");
+    // Reload 2, right after (no partner connected in between): now "good" is revoked.
+    revoke_and_sighup(&gw, &pki, &["revoked", "probe-1", "probe-2", "good"]);
+    std::thread::sleep(Duration::from_millis(500)); // the worker applies it right after
+    wait_refused(&gw, &pki, "probe-2");
+    let revoked_before = gw.stat("partners", "/failures/revoked");
+
+    // The session from before both reloads.
+    let resumed = client::connect(gw.addr(), &cfg, "localhost").and_then(|mut s| {
+        assert!(
+            client::resumed(&s),
+            "the client should have resumed with its ticket from before the reloads"
+        );
+        request(&mut s)
+    });
+    assert!(
+        resumed.is_err(),
+        "a partner revoked on the second reload resumed its session: {resumed:?}"
+    );
+    assert!(
+        gw.wait_stat("partners", "/failures/revoked", revoked_before + 1) > revoked_before,
+        "the refused resumption is counted as revoked: {}",
+        serde_json::to_string_pretty(&gw.stats()).unwrap()
+    );
+    let fresh = client::config(&pki, &opts("good"));
+    let full = client::get(gw.addr(), &fresh, "/after");
+    assert!(
+        full.is_err(),
+        "a full handshake must be refused too: {full:?}"
+    );
+    assert_eq!(
+        up.requests().len(),
+        served,
+        "nothing of the revoked partner's reached the upstream"
+    );
+}
