@@ -216,7 +216,7 @@ fn xfcc_value(v: &[u8]) -> Result<String, String> {
     if v.first() != Some(&b'"') {
         if let Some(b) = v
             .iter()
-            .find(|&&b| b"\"\\=".contains(&b) || b < 0x21 || b >= 0x7f)
+            .find(|&&b| b"\"\\=".contains(&b) || !(0x21..0x7f).contains(&b))
         {
             return Err(format!("bare value {:?} holds byte {b:#04x}", lossy(v)));
         }
