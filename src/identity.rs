@@ -4,7 +4,9 @@
 //! (as linkerd2-proxy does), so everything that decides access reads one type.
 
 use std::fmt::Write as _;
+use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::x509::AttributeTypeAndValue;
 use x509_parser::x509::X509Name;
 
 /// Who the peer is, as proven by a certificate chain the listener verified.
@@ -33,6 +35,10 @@ pub enum IdentityError {
     /// character in one could end a header line or a log line.
     #[error("client certificate {0} holds a control character")]
     Control(&'static str),
+    /// Not a text string type: dumping it as RFC 4514 `#hex` would let the
+    /// partner pick bytes that another DN parser decodes as a different name.
+    #[error("client certificate subject has an attribute that is not text (type {0})")]
+    NotText(u32),
 }
 
 /// Identity strings may not hold control characters (C0, DEL, C1). Refusing
@@ -69,15 +75,12 @@ impl PeerId {
             }
         }
         let subject = rfc4514(cert.subject())?;
-        // Every CN counts, readable or not, so a `cn:` rule can tell one from two.
+        // Every CN counts, so a `cn:` rule can tell one from two.
         let cns = cert
             .subject()
             .iter_common_name()
-            .map(|a| {
-                a.as_str()
-                    .map_or_else(|_| format!("#{}", hex(a.attr_value().data)), str::to_string)
-            })
-            .collect();
+            .map(attr_text)
+            .collect::<Result<_, _>>()?;
         Ok(PeerId {
             subject,
             cns,
@@ -160,19 +163,38 @@ pub fn rfc4514(name: &X509Name<'_>) -> Result<String, IdentityError> {
         for atv in rdn.iter() {
             let oid = atv.attr_type().to_id_string();
             let key = short_name(&oid).map_or(oid.clone(), str::to_string);
-            let value = match atv.as_str() {
-                Ok(s) => {
-                    check_str("subject", s)?;
-                    escape_value(s)
-                }
-                Err(_) => format!("#{}", hex(atv.attr_value().data)),
-            };
+            let value = escape_value(&attr_text(atv)?);
             parts.push(format!("{key}={value}"));
         }
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
     Ok(rdns.join(","))
+}
+
+/// The text of a DN attribute value: the string types certificates use
+/// (UTF8, Printable, IA5, Numeric; BMPString as UTF-16), free of control
+/// characters. Any other type is refused (`IdentityError::NotText`).
+fn attr_text(atv: &AttributeTypeAndValue<'_>) -> Result<String, IdentityError> {
+    let v = atv.attr_value();
+    let text = if v.tag() == Tag::BmpString {
+        if v.data.len() % 2 != 0 {
+            return Err(IdentityError::NotText(v.tag().0));
+        }
+        let units = v
+            .data
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]])); // ok: chunks of 2
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map_err(|_| IdentityError::NotText(v.tag().0))?
+    } else {
+        atv.as_str()
+            .map_err(|_| IdentityError::NotText(v.tag().0))?
+            .to_string()
+    };
+    check_str("subject", &text)?;
+    Ok(text)
 }
 
 fn short_name(oid: &str) -> Option<&'static str> {

@@ -23,6 +23,8 @@ pub struct Leaf {
 #[derive(Clone, Default)]
 pub struct ClientSpec {
     pub dn: Vec<(DnType, String)>,
+    /// More subject attributes with their ASN.1 string type chosen (tests).
+    pub dn_values: Vec<(DnType, rcgen::DnValue)>,
     pub uris: Vec<String>,
     pub dns: Vec<String>,
     /// Valid from 10 days ago until yesterday.
@@ -138,6 +140,9 @@ impl Ca {
         let mut dn = DistinguishedName::new();
         for (t, v) in &spec.dn {
             dn.push(t.clone(), v.as_str());
+        }
+        for (t, v) in &spec.dn_values {
+            dn.push(t.clone(), v.clone());
         }
         p.distinguished_name = dn;
         for u in &spec.uris {

@@ -85,7 +85,7 @@ impl VerifiedCache {
                 .map_err(|e| super::tls_reason(&e))?;
         }
         let peer = PeerId::from_der(leaf).map_err(|e| match e {
-            IdentityError::Control(_) => "bad_identity",
+            IdentityError::Control(_) | IdentityError::NotText(_) => "bad_identity",
             IdentityError::Unparsable(_) => "bad_cert",
         })?;
         let mut valid_until = earliest_not_after(rest).unwrap_or(now).min(peer.not_after);

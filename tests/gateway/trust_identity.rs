@@ -102,6 +102,48 @@ fn a_uri_san_carrying_crlf_a_second_request_and_a_forged_xfcc_is_refused_in_the_
 }
 
 #[test]
+fn subject_values_that_are_not_text_strings_are_refused_and_bmp_strings_are_read_as_text() {
+    use rcgen::string::{BmpString, TeletexString, UniversalString};
+    use rcgen::DnValue;
+    let mut pki = Pki::new();
+    // A T61 CN whose bytes are a UTF8String TLV: written as RFC 4514 `#hex`,
+    // a DN parser would read it back as CN=Partner A.
+    let mut t61 = ClientSpec::default().uri("spiffe://partner.example/t61");
+    t61.dn_values.push((
+        DnType::CommonName,
+        DnValue::TeletexString(TeletexString::try_from("Partner A").unwrap()),
+    ));
+    pki.add_client("t61", &t61);
+    let mut univ = ClientSpec::default().uri("spiffe://partner.example/universal");
+    univ.dn_values.push((
+        DnType::OrganizationName,
+        DnValue::UniversalString(UniversalString::try_from("Acme").unwrap()),
+    ));
+    pki.add_client("universal", &univ);
+    let mut bmp = ClientSpec::default().uri("spiffe://partner.example/bmp");
+    bmp.dn_values.push((
+        DnType::CommonName,
+        DnValue::BmpString(BmpString::try_from("Partner B").unwrap()),
+    ));
+    pki.add_client("bmp", &bmp);
+    let up = upstream::echo();
+    let gw = common::start(&pki.dir, &common::http_config(&pki, up.addr, "", "", ""));
+    for cert in ["t61", "universal"] {
+        if let Err(e) = refused_for_bad_identity(&gw, &pki, cert) {
+            panic!("{cert}: {e}");
+        }
+    }
+    assert_eq!(gw.wait_stat("partners", "/failures/bad_identity", 2), 2);
+    let cfg = client::config(&pki, &opts("bmp"));
+    assert_eq!(client::get(gw.addr(), &cfg, "/").unwrap().status, 200);
+    let xfcc = up.requests()[0]
+        .header("x-forwarded-client-cert")
+        .unwrap()
+        .to_string();
+    assert!(xfcc.contains(r#"Subject="CN=Partner B""#), "{xfcc}");
+}
+
+#[test]
 fn control_characters_in_any_identity_field_are_refused_in_the_handshake() {
     let mut pki = Pki::new();
     // (label, certificate): every subject attribute, every CN, URI and DNS SANs,
