@@ -106,7 +106,12 @@ fn default_rows() -> Vec<Row> {
         get(C, b"/orde%72s/1", fwd("GET /orders/1 HTTP/1.1")),
         get(A, b"/%6F%72%64%65%72%73", st(403)),
         get(A, b"/x/%7euser/%41%2d%5f", fwd("GET /x/~user/A-_ HTTP/1.1")),
-        get(A, b"/orders%2e", fwd("GET /orders. HTTP/1.1")),
+        // Neighbours of /orders (a string prefix, not a segment) keep its allow-list.
+        get(A, b"/public/%25%32%65%25%32%65/orders", st(400)),
+        get(A, b"/public/%25%32e", st(400)),
+        get(A, b"/orders%2e", st(403)),
+        get(C, b"/orders%2e", fwd("GET /orders. HTTP/1.1")),
+        get(A, b"/orders.json", st(403)),
         // Other escapes are kept, upper-cased; the query is kept as sent.
         get(A, b"/a%3a", fwd("GET /a%3A HTTP/1.1")),
         get(
@@ -129,7 +134,8 @@ fn default_rows() -> Vec<Row> {
         get(A, b"/orders", st(403)),
         get(C, b"/orders", fwd("GET /orders HTTP/1.1")),
         get(A, b"/Orders", fwd("GET /Orders HTTP/1.1")),
-        get(A, b"/ordersx", fwd("GET /ordersx HTTP/1.1")),
+        get(A, b"/ordersx", st(403)),
+        get(C, b"/ordersx", fwd("GET /ordersx HTTP/1.1")),
         // Path parameters are refused unless the listener allows them.
         get(A, b"/orders;x", st(400)),
         get(A, b"/public/..;/orders", st(400)),
@@ -198,6 +204,9 @@ fn default_rows() -> Vec<Row> {
         host("user@evil", st(400)),
         host("evil#x", st(400)),
         host("localhost:44x", st(400)),
+        host("a%00b", st(400)),
+        host("localhost:99999999999999999999", st(400)),
+        host("a,b", st(400)),
         host_kept("localhost:8443"),
         host_kept("[::1]:8443"),
         host_kept("127.0.0.1"),
@@ -322,6 +331,33 @@ fn framing_rows() -> Vec<Row> {
             "Content-Length body",
             &[b"Content-Length: 5\r\n\r\nhello"],
             fwd_with(LINE, vec![Is("content-length", "5"), Body(b"hello")]),
+        ),
+        post(
+            "underscore spelling of Transfer-Encoding",
+            &[b"Content-Length: 3\r\nTransfer_Encoding: chunked\r\n\r\nabc"],
+            st(400),
+        ),
+        get_with("underscore spelling of Content-Length", b"Content_Length: 5\r\n"),
+        row(
+            "lower-case head",
+            A,
+            b"head /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            st(400),
+        ),
+        row(
+            "lower-case connect",
+            A,
+            b"connect localhost:443 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            st(405),
+        ),
+        row(
+            "path override headers",
+            A,
+            b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Original-URL: /orders\r\nX_Rewrite_URL: /orders\r\n\r\n",
+            fwd_with(
+                "GET /public/x HTTP/1.1",
+                vec![Absent("x-original-url"), Absent("x_rewrite_url")],
+            ),
         ),
         row(
             "partner-sent XFCC in three spellings",
@@ -498,7 +534,7 @@ fn a_case_insensitive_route_applies_its_allow_list_to_a_path_in_any_case() {
         get(A, b"/%4Frders", st(403)),
         get(A, b"/orders", st(403)),
         get(C, b"/Orders/1", fwd("GET /Orders/1 HTTP/1.1")),
-        get(A, b"/Ordersx", fwd("GET /Ordersx HTTP/1.1")),
+        get(A, b"/Ordersx", st(403)),
         get(A, b"/public/x", fwd("GET /public/x HTTP/1.1")),
     ];
     assert_rows(&gw, &up, &pki, &rows);

@@ -161,15 +161,25 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HeadError> {
     })
 }
 
-/// RFC 9112 §3.2 / RFC 3986 §3.2.2: `reg-name | IPv4 | [IPv6]` with an
-/// optional `:port`, and nothing else (no userinfo, path, space).
+/// RFC 9112 §3.2: `host[:port]` where host is a DNS name, an IPv4 address or
+/// a bracketed IPv6 literal and port fits 16 bits; nothing else (no userinfo,
+/// path, space, escape). Empty is allowed (RFC 9112 §3.2).
 pub fn valid_host(v: &[u8]) -> bool {
     let (host, port) = match v.iter().rposition(|&b| b == b':') {
         // A colon inside brackets belongs to the IPv6 literal.
         Some(i) if !v[i..].contains(&b']') => (&v[..i], Some(&v[i + 1..])),
         _ => (v, None),
     };
-    if port.is_some_and(|p| !p.iter().all(u8::is_ascii_digit)) {
+    let port_ok = |p: &[u8]| {
+        p.is_empty()
+            || (p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .is_some())
+    };
+    if port.is_some_and(|p| !port_ok(p)) {
         return false;
     }
     if let Some(inner) = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
@@ -178,24 +188,11 @@ pub fn valid_host(v: &[u8]) -> bool {
                 .iter()
                 .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
     }
-    let mut i = 0;
-    while i < host.len() {
-        let b = host[i];
-        if b == b'%' {
-            if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-            {
-                return false;
-            }
-            i += 3;
-            continue;
-        }
-        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    // A DNS name or IPv4 address: RFC 3986 would also allow escapes and
+    // sub-delims in a reg-name, which no real host name uses and some
+    // backends decode.
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
 }
 
 /// Headers as owned pairs; every value passes the one `HeaderValue` gate.
@@ -244,8 +241,15 @@ pub fn parse_request(
     if http10 && f.te {
         return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
-    if method == "CONNECT" {
-        return Err(HeadError::Method("CONNECT is not proxied"));
+    check_method(&method)?;
+    if req
+        .headers
+        .iter()
+        .any(|h| h.name.contains('_') && FRAMING_NAMES.iter().any(|n| spells(h.name, n)))
+    {
+        return Err(HeadError::Bad(
+            "a framing or hop-by-hop header spelled with '_'",
+        ));
     }
     let mut hosts = req
         .headers
@@ -305,6 +309,7 @@ pub fn parse_response(
         }
         Err(_) => return Err(HeadError::Bad("malformed response head")),
     };
+    check_line_endings(&buf[..n])?;
     let code = resp.code.unwrap_or(0); // ok: set when Complete
     let http10 = resp.version == Some(0);
     let f = framing(resp.headers)?;
@@ -348,9 +353,10 @@ fn hop_by_hop(name: &str, listed: &[String]) -> bool {
         || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
 }
 
-/// True for any spelling of `x-forwarded-client-cert` (case, `_` for `-`).
-pub fn is_xfcc(name: &str) -> bool {
-    name.len() == 23
+/// Whether `name` spells `lower` (a lower-case field name) in any case, with
+/// `_` for `-`: how CGI-style backends see it.
+fn spells(name: &str, lower: &str) -> bool {
+    name.len() == lower.len()
         && name
             .bytes()
             .map(|b| {
@@ -360,7 +366,51 @@ pub fn is_xfcc(name: &str) -> bool {
                     b.to_ascii_lowercase()
                 }
             })
-            .eq(b"x-forwarded-client-cert".iter().copied())
+            .eq(lower.bytes())
+}
+
+/// True for any spelling of `x-forwarded-client-cert` (case, `_` for `-`).
+pub fn is_xfcc(name: &str) -> bool {
+    spells(name, "x-forwarded-client-cert")
+}
+
+/// Fields the gateway owns or never passes on, in any spelling: the identity
+/// header, and path overrides some backends route on (IIS, Symfony).
+fn gateway_owned(name: &str) -> bool {
+    ["x-forwarded-client-cert", "x-original-url", "x-rewrite-url"]
+        .iter()
+        .any(|n| spells(name, n))
+}
+
+/// Framing and hop names a backend must never see in an `_` spelling: to a
+/// CGI-style backend `Transfer_Encoding` is `Transfer-Encoding`.
+const FRAMING_NAMES: [&str; 10] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "proxy-connection",
+];
+
+/// Methods whose meaning a case-folding backend would take from another
+/// spelling (`head` as HEAD would change the response framing).
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT",
+];
+
+fn check_method(m: &str) -> Result<(), HeadError> {
+    if m.eq_ignore_ascii_case("CONNECT") {
+        return Err(HeadError::Method("CONNECT is not proxied"));
+    }
+    if METHODS.iter().any(|k| k.eq_ignore_ascii_case(m) && *k != m) {
+        return Err(HeadError::Bad("standard methods must be upper case"));
+    }
+    Ok(())
 }
 
 /// Writes one field. Names are tokens (httparse checked them, or ours are
@@ -397,7 +447,7 @@ pub fn write_request(
         push_header(out, "Host", host);
     }
     for (name, value) in &h.headers {
-        if hop_by_hop(name, &h.hop) || is_xfcc(name) || name.eq_ignore_ascii_case("expect") {
+        if hop_by_hop(name, &h.hop) || gateway_owned(name) || name.eq_ignore_ascii_case("expect") {
             continue;
         }
         push_header(out, name, value);

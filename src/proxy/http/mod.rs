@@ -7,10 +7,11 @@ pub mod head;
 pub mod path;
 mod request_body;
 mod respond;
+mod routing;
 
 use super::io::{self as pio, Io};
 use super::ConnCtx;
-use crate::authz::{self, Decision};
+use crate::authz::Decision;
 use crate::bufpool;
 use body::{BodyError, Chunks, Pace};
 use head::{BodyKind, RequestHead, RequestRules};
@@ -162,16 +163,6 @@ async fn answer<D: Io>(
     }
 }
 
-/// The longest route prefix matching the canonical `path` on a segment boundary.
-fn route<'a>(cx: &'a ConnCtx<'_>, path: &str) -> Option<&'a crate::runtime::Route> {
-    let key = path::route_key(path, cx.listener.cfg.http.allow_path_params);
-    cx.listener
-        .routes
-        .iter()
-        .filter(|r| path::under_prefix(&key, &r.prefix, r.case_insensitive))
-        .max_by_key(|r| r.prefix.len())
-}
-
 async fn handle<D: Io>(
     down: &D,
     cx: &ConnCtx<'_>,
@@ -181,18 +172,7 @@ async fn handle<D: Io>(
     let started = std::time::Instant::now();
     inbuf.drain(..n);
     let l = cx.listener;
-    let r = route(cx, req.path());
-    let mut decision = authz::decide(l.cfg.allow.as_ref(), cx.peer_id(), || "listener".into());
-    if decision == Decision::Allow {
-        if let Some(r) = r {
-            decision = authz::decide(r.allow.as_ref(), cx.peer_id(), || {
-                format!(
-                    "route {}",
-                    if r.prefix.is_empty() { "/" } else { &r.prefix }
-                )
-            });
-        }
-    }
+    let (r, decision) = routing::route(cx, req.path());
     if let Decision::Deny(why) = decision {
         cx.shard.with(|s| s.denied += 1);
         tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer_id().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");

@@ -57,8 +57,6 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
                 return Err("encoded control character or space in path");
             } else if v == b'/' || v == b'\\' {
                 return Err("encoded slash or backslash in path");
-            } else if v == b'%' && escape_at(p, i + 2).is_some() {
-                return Err("double-encoded escape in path");
             } else if v == b';' {
                 // Even with parameters allowed: a backend that decodes it would
                 // strip a parameter our router never saw.
@@ -81,6 +79,12 @@ pub fn canonical_target(target: &str, allow_params: bool) -> Result<String, &'st
         }
         out.push(b as char);
         i += 1;
+    }
+    // Checked on the output, where escaped hex digits are already decoded
+    // (`%25%32%65` is `%252e` too).
+    let o = out.as_bytes();
+    if (0..o.len()).any(|j| o[j..].starts_with(b"%25") && escape_at(o, j + 2).is_some()) {
+        return Err("double-encoded escape in path");
     }
     if high && std::str::from_utf8(&decode_all(&out)).is_err() {
         return Err("escapes in path do not decode to UTF-8");
@@ -150,20 +154,22 @@ pub fn route_key(path: &str, allow_params: bool) -> Cow<'_, str> {
     Cow::Owned(segs.join("/"))
 }
 
+/// Whether `path` starts with `prefix` as a string.
+pub fn string_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
+    match path.get(..prefix.len()) {
+        Some(head) if case_insensitive => head.eq_ignore_ascii_case(prefix),
+        Some(head) => head == prefix,
+        None => false,
+    }
+}
+
 /// Whether `path` lies under `prefix` on a segment boundary (`prefix` without a
 /// trailing `/`; empty for `/`).
 pub fn under_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
-    let Some(head) = path.get(..prefix.len()) else {
-        return false;
-    };
-    let same = if case_insensitive {
-        head.eq_ignore_ascii_case(prefix)
-    } else {
-        head == prefix
-    };
-    same && (prefix.is_empty()
-        || path.len() == prefix.len()
-        || path.as_bytes()[prefix.len()] == b'/')
+    string_prefix(path, prefix, case_insensitive)
+        && (prefix.is_empty()
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
 }
 
 #[cfg(test)]
