@@ -108,6 +108,16 @@ fn an_upstream_response_head_split_across_reads_at_any_offset_is_relayed_intact(
 
 #[test]
 fn eight_slow_partners_hold_no_pooled_upstream_connection_and_a_ninth_is_served() {
+    slow_senders_leave_the_pool_free(1000);
+}
+
+#[test]
+fn slow_bodies_longer_than_the_buffer_hold_no_pooled_connection_before_their_first_64_kib() {
+    slow_senders_leave_the_pool_free(70_000);
+}
+
+/// Eight partners declare a body of `content_length` and send one byte.
+fn slow_senders_leave_the_pool_free(content_length: usize) {
     let pki = Pki::new();
     let up = raw::RawUpstream::spawn(raw::ok("fast"));
     // The slow sender sends 1 byte every 5 s; with a 3 s body_timeout
@@ -120,8 +130,11 @@ fn eight_slow_partners_hold_no_pooled_upstream_connection_and_a_ninth_is_served(
     let mut slow: Vec<client::Tls> = (0..8)
         .map(|_| {
             let mut s = client::connect(gw.addr(), &cfg, "localhost").unwrap();
-            s.write_all(b"POST /slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nx")
-                .unwrap();
+            write!(
+                s,
+                "POST /slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: {content_length}\r\n\r\nx"
+            )
+            .unwrap();
             s
         })
         .collect();

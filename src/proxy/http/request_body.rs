@@ -2,7 +2,8 @@
 //! request buffering does): a body up to `request_buffer_bytes` arrives and is
 //! validated whole, so a slow or invalid sender holds no pooled upstream
 //! connection and nothing of an invalid request reaches the upstream. Longer
-//! bodies stream, paced (`body::Pace::Rate`) and re-chunked.
+//! bodies stream once their first `request_buffer_bytes` are in, paced
+//! (`body::Pace::Rate`), chunked ones re-chunked.
 
 use super::body::{self, BodyError};
 use super::chunked::ChunkedDecoder;
@@ -76,6 +77,11 @@ pub async fn prepare<D: Io>(
             Ok(Rest::Done)
         }
         BodyKind::Length(_) => {
+            // The first `limit` bytes before any upstream is leased, as for a
+            // short body: a sender that never starts holds nothing upstream.
+            while inbuf.len() < limit {
+                read_more(down, inbuf, deadline).await?;
+            }
             let kind = body::take_buffered(req.body, inbuf, out);
             Ok(Rest::Stream {
                 kind,
