@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const WORKER_WAIT: Duration = Duration::from_secs(1);
-const MAX_CLIENTS: usize = 32;
+const MAX_CLIENTS: usize = 64;
 
 /// Frees a client slot however its thread ends.
 struct Slot(Arc<AtomicUsize>);
@@ -57,7 +57,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let until = std::time::Instant::now() + Duration::from_secs(3);
     let (path, head_only) = loop {
         if std::time::Instant::now() > until {
             return; // a trickling client gets a bounded share

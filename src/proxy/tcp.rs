@@ -6,11 +6,11 @@ use super::ConnCtx;
 use crate::bufpool;
 use std::cell::Cell;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{timeout, Instant};
 
 /// Copies `src` to `dst` until end of stream, then half-closes `dst`.
 /// Returns the bytes moved, or `None` if the pipe broke.
-async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>) -> Option<u64> {
+async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>, idle: Duration) -> Option<u64> {
     let mut total = 0u64;
     let mut buf = bufpool::small();
     loop {
@@ -20,7 +20,7 @@ async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>) -> Option<u6
         match res {
             Ok(0) => {
                 bufpool::give(buf);
-                let _ = dst.shutdown_write().await;
+                let _ = timeout(idle, dst.shutdown_write()).await;
                 return Some(total);
             }
             Ok(n) => total += n as u64,
@@ -31,7 +31,16 @@ async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>) -> Option<u6
             }
         }
         let full = buf.len() == buf.capacity();
-        let (res, b) = dst.write_all(buf).await;
+        // Its own deadline: the idle watch alone would let a partner that sends a
+        // byte now and then, but never reads, hold the upstream side.
+        let (res, b) = match timeout(idle, dst.write_all(buf)).await {
+            Ok(r) => r,
+            Err(_) => {
+                dst.abort();
+                src.abort();
+                return None;
+            }
+        };
         last.set(Instant::now());
         buf = b;
         buf.clear();
@@ -76,7 +85,12 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     let started = std::time::Instant::now();
     let up = lease.io();
     let last = Cell::new(Instant::now());
-    let both = async { tokio::join!(pump(down, up, &last), pump(up, down, &last)) };
+    let both = async {
+        tokio::join!(
+            pump(down, up, &last, l.cfg.idle_timeout),
+            pump(up, down, &last, l.cfg.idle_timeout)
+        )
+    };
     let (a, b) = tokio::select! {
         r = both => r,
         _ = idle_watch(&last, l.cfg.idle_timeout) => {

@@ -35,8 +35,14 @@ impl UpConn {
     }
 
     /// An idle pooled connection is usable only if the origin has neither closed
-    /// it nor sent anything: a non-blocking peek must find no data yet.
+    /// it nor sent anything: no decrypted bytes wait in rustls, and a
+    /// non-blocking peek finds no data yet.
     fn looks_alive(&self) -> bool {
+        if let UpConn::Tls(t) = self {
+            if t.has_buffered_plaintext() {
+                return false;
+            }
+        }
         let mut b = [0u8; 1];
         // SAFETY: fd is a valid open socket owned by `self`; `b` is a live 1-byte buffer.
         let n = unsafe {

@@ -128,6 +128,15 @@ where
         Ok(())
     }
 
+    /// Whether rustls holds decrypted bytes nobody has read: a pooled
+    /// connection with some is not idle (a peek at the socket can't see them).
+    pub fn has_buffered_plaintext(&self) -> bool {
+        self.conn
+            .borrow_mut()
+            .process_new_packets()
+            .map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+
     /// Writes every pending TLS record to the socket.
     pub async fn flush(&self) -> io::Result<()> {
         let _guard = self.write_lock.lock().await;
