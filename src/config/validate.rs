@@ -211,14 +211,18 @@ impl Validator<'_> {
             if !r.path_prefix.starts_with('/') {
                 return Err(self.err(rk("path_prefix"), "must start with '/'"));
             }
-            // Requests are routed on their canonical path, so a prefix that is not
-            // canonical itself could never match (or would match what it shouldn't).
+            // Requests are routed on their canonical path, where only unreserved
+            // characters appear decoded: a prefix with any other character (`:`,
+            // `,`…) could be dodged by its escape, which a backend decodes.
             let canonical = crate::proxy::http::path::canonical_target(&r.path_prefix, false);
-            if r.path_prefix.contains(['%', '?']) || canonical.as_deref() != Ok(&r.path_prefix) {
+            let plain = r.path_prefix.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/')
+            });
+            if !plain || canonical.as_deref() != Ok(&r.path_prefix) {
                 return Err(self.err(
                     rk("path_prefix"),
                     format!(
-                        "{:?} is not a canonical path (no escapes, ';', '?', dot or empty segments, only URI path characters)",
+                        "{:?}: use only letters, digits, '-', '.', '_', '~' and '/', without dot or empty segments",
                         r.path_prefix
                     ),
                 ));

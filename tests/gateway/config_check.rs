@@ -58,6 +58,10 @@ fn check_rejects_each_bad_config_naming_the_key_and_the_problem() {
         ("bad duration", good.replace("connect_timeout = \"1s\"", "connect_timeout = \"soon\""), &["connect_timeout"]),
         ("bad allow rule", good.replace("mode = \"http\"", "mode = \"http\"\nallow = [\"uri:spiffe://*/x\"]"), &["listener[0].allow", "'*'"]),
         ("missing CRL", good.replace(&format!("{d}/ca.crl"), &format!("{d}/missing.crl")), &["listener[0].tls.crl[0]", "missing.crl"]),
+        ("route prefix with an escape", format!("{good}\n[[listener.route]]\npath_prefix = \"/a%20b\"\n"), &["listener[0].route[0].path_prefix", "only letters"]),
+        ("route prefix with a reserved character", format!("{good}\n[[listener.route]]\npath_prefix = \"/v1:batch\"\n"), &["listener[0].route[0].path_prefix"]),
+        ("route prefix with a dot-segment", format!("{good}\n[[listener.route]]\npath_prefix = \"/a/../b\"\n"), &["listener[0].route[0].path_prefix", "dot"]),
+        ("zero min_body_rate", good.replace("mode = \"http\"", "mode = \"http\"\nmin_body_rate = 0"), &["listener[0].min_body_rate"]),
     ];
     for (name, text, wants) in cases {
         let (ok, out) = check(

@@ -309,6 +309,10 @@ pub fn parse_response(
         }
         Err(_) => return Err(HeadError::Bad("malformed response head")),
     };
+    // Same bound however the head was split into reads.
+    if n > max_bytes {
+        return Err(HeadError::TooLarge("response head too large"));
+    }
     check_line_endings(&buf[..n])?;
     let code = resp.code.unwrap_or(0); // ok: set when Complete
     let http10 = resp.version == Some(0);
