@@ -214,11 +214,7 @@ impl Validator<'_> {
             // Requests are routed on their canonical path, where only unreserved
             // characters appear decoded: a prefix with any other character (`:`,
             // `,`…) could be dodged by its escape, which a backend decodes.
-            let canonical = crate::proxy::http::path::canonical_target(&r.path_prefix, false);
-            let plain = r.path_prefix.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/')
-            });
-            if !plain || canonical.as_deref() != Ok(&r.path_prefix) {
+            if !crate::proxy::http::path::valid_prefix(&r.path_prefix) {
                 return Err(self.err(
                     rk("path_prefix"),
                     format!(

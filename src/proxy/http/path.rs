@@ -154,6 +154,16 @@ pub fn route_key(path: &str, allow_params: bool) -> Cow<'_, str> {
     Cow::Owned(segs.join("/"))
 }
 
+/// Whether a configured route prefix is one a request can't dodge: only
+/// unreserved characters and `/` (any other has an escape that stays escaped
+/// in the canonical path, while a backend decodes it), and canonical itself.
+pub fn valid_prefix(prefix: &str) -> bool {
+    prefix
+        .bytes()
+        .all(|b| unreserved(b) || b == b'/')
+        && canonical_target(prefix, false).as_deref() == Ok(prefix)
+}
+
 /// Whether `path` starts with `prefix` as a string.
 pub fn string_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
     match path.get(..prefix.len()) {

@@ -1,0 +1,8 @@
+//! Fuzz target: see `checks::request_head` and fuzz/README.md.
+#![no_main]
+
+#[allow(dead_code)] // each target uses one of the checks
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|d: &[u8]| checks::request_head(d));
