@@ -123,23 +123,10 @@ fn hv(s: &str) -> HeaderValue {
 // ---------------------------------------------------------------------------
 // request_head
 
-/// Methods a case-folding backend would read with their standard meaning.
-const STANDARD_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT",
-];
-
-/// Framing and hop-by-hop fields, which must not come in a `_` spelling.
-const FRAMING: [&str; 9] = [
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
+/// The gateway's own lists (the property is that they are enforced, whatever
+/// they hold): methods a case-folding backend reads as standard, and fields
+/// that must not come in a `_` spelling.
+use mtlsgate::proxy::http::head::{FRAMING_NAMES as FRAMING, METHODS as STANDARD_METHODS};
 
 /// An accepted head uses CRLF line endings only and no obs-fold (a line
 /// that starts with SP or HTAB continues the previous field for some parsers).

@@ -36,11 +36,7 @@ fn keyed_config(pki: &Pki, up: &upstream::Upstream) -> (std::path::PathBuf, Stri
 
 /// Sends SIGHUP and waits until the gateway has done its `n`-th reload.
 fn sighup_and_wait(gw: &common::Gateway, n: u64) {
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(gw.child.id().to_string())
-        .status()
-        .unwrap();
+    gw.sighup();
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.stats()["ticket_keys"]["reloads"].as_u64() < Some(n) {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");

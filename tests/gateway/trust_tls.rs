@@ -164,11 +164,7 @@ fn revoke_and_sighup(gw: &common::Gateway, pki: &Pki, names: &[&str]) {
     let tmp = pki.dir.join("ca.crl.new");
     std::fs::write(&tmp, crl).unwrap();
     std::fs::rename(&tmp, pki.dir.join("ca.crl")).unwrap();
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(gw.child.id().to_string())
-        .status()
-        .unwrap();
+    gw.sighup();
     let deadline = Instant::now() + Duration::from_secs(10);
     while reloads(gw) <= before {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");

@@ -1,10 +1,14 @@
-//! HTTP/1.1 request and response heads: parsing with `httparse`, the framing
-//! rules that keep requests from being smuggled, Host and method checks, and
-//! writing the heads the gateway forwards. Pure functions over bytes.
+//! HTTP/1.1 request and response heads: parsing with `httparse` and the
+//! framing rules that keep requests from being smuggled (field rules in
+//! `fields`, writing in `write`). Pure functions over bytes.
 
+use super::fields::{check_method, spells};
 use super::path;
 use crate::header::HeaderValue;
 use std::fmt;
+
+pub use super::fields::{is_xfcc, valid_host, FRAMING_NAMES, METHODS};
+pub use super::write::{error_response, reason_phrase, write_request, write_response};
 
 pub const MAX_HEADERS: usize = 100;
 
@@ -66,7 +70,7 @@ pub struct RequestHead {
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
-    hop: Vec<String>,
+    pub(super) hop: Vec<String>,
 }
 
 impl RequestHead {
@@ -84,7 +88,7 @@ pub struct ResponseHead {
     pub body: BodyKind,
     /// The upstream allows reusing the connection after this response.
     pub reusable: bool,
-    hop: Vec<String>,
+    pub(super) hop: Vec<String>,
 }
 
 /// Rejects bare LF line endings (httparse tolerates them; a backend may not agree).
@@ -159,40 +163,6 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HeadError> {
         close,
         keep_alive_token,
     })
-}
-
-/// RFC 9112 §3.2: `host[:port]` where host is a DNS name, an IPv4 address or
-/// a bracketed IPv6 literal and port fits 16 bits; nothing else (no userinfo,
-/// path, space, escape). Empty is allowed (RFC 9112 §3.2).
-pub fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = match v.iter().rposition(|&b| b == b':') {
-        // A colon inside brackets belongs to the IPv6 literal.
-        Some(i) if !v[i..].contains(&b']') => (&v[..i], Some(&v[i + 1..])),
-        _ => (v, None),
-    };
-    let port_ok = |p: &[u8]| {
-        p.is_empty()
-            || (p.len() <= 5
-                && p.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(p)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok())
-                    .is_some())
-    };
-    if port.is_some_and(|p| !port_ok(p)) {
-        return false;
-    }
-    if let Some(inner) = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
-        return !inner.is_empty()
-            && inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-    }
-    // A DNS name or IPv4 address: RFC 3986 would also allow escapes and
-    // sub-delims in a reg-name, which no real host name uses and some
-    // backends decode.
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
 }
 
 /// Headers as owned pairs; every value passes the one `HeaderValue` gate.
@@ -338,180 +308,46 @@ pub fn parse_response(
     )))
 }
 
-/// Headers that describe one hop and are never forwarded.
-fn hop_by_hop(name: &str, listed: &[String]) -> bool {
-    // Case-insensitive without allocating: this runs for every header of every message.
-    const FIXED: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "te",
-        "upgrade",
-        "transfer-encoding",
-        "content-length",
-        "trailer",
-    ];
-    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
-        || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Whether `name` spells `lower` (a lower-case field name) in any case, with
-/// `_` for `-`: how CGI-style backends see it.
-fn spells(name: &str, lower: &str) -> bool {
-    name.len() == lower.len()
-        && name
-            .bytes()
-            .map(|b| {
-                if b == b'_' {
-                    b'-'
-                } else {
-                    b.to_ascii_lowercase()
-                }
-            })
-            .eq(lower.bytes())
-}
-
-/// True for any spelling of `x-forwarded-client-cert` (case, `_` for `-`).
-pub fn is_xfcc(name: &str) -> bool {
-    spells(name, "x-forwarded-client-cert")
-}
-
-/// Fields the gateway owns or never passes on, in any spelling: the identity
-/// header, and path overrides some backends route on (IIS, Symfony).
-fn gateway_owned(name: &str) -> bool {
-    ["x-forwarded-client-cert", "x-original-url", "x-rewrite-url"]
-        .iter()
-        .any(|n| spells(name, n))
-}
-
-/// Framing and hop names a backend must never see in an `_` spelling: to a
-/// CGI-style backend `Transfer_Encoding` is `Transfer-Encoding`.
-const FRAMING_NAMES: [&str; 10] = [
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "proxy-connection",
-];
-
-/// Methods whose meaning a case-folding backend would take from another
-/// spelling (`head` as HEAD would change the response framing).
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT",
-];
-
-fn check_method(m: &str) -> Result<(), HeadError> {
-    if m.eq_ignore_ascii_case("CONNECT") {
-        return Err(HeadError::Method("CONNECT is not proxied"));
+    #[test]
+    fn a_response_head_over_the_limit_is_refused_in_one_read_as_in_several() {
+        let head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
+        let max = 1024;
+        assert!(matches!(
+            parse_response(head.as_bytes(), max, false),
+            Err(HeadError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse_response(&head.as_bytes()[..max], max, false),
+            Err(HeadError::TooLarge(_))
+        ));
     }
-    if METHODS.iter().any(|k| k.eq_ignore_ascii_case(m) && *k != m) {
-        return Err(HeadError::Bad("standard methods must be upper case"));
-    }
-    Ok(())
-}
 
-/// Writes one field. Names are tokens (httparse checked them, or ours are
-/// constants); values are `HeaderValue`s, so no line can end early.
-fn push_header(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_framing(out: &mut Vec<u8>, body: BodyKind) {
-    match body {
-        BodyKind::Length(n) => push_header(out, "Content-Length", &HeaderValue::from_u64(n)),
-        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        BodyKind::None | BodyKind::Close => {}
+    #[test]
+    fn bare_lf_is_refused_in_responses_too() {
+        let r = parse_response(b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", 4096, false);
+        assert!(matches!(r, Err(HeadError::Bad(_))));
     }
-}
 
-/// The head sent upstream: HTTP/1.1, hop-by-hop and client-supplied XFCC removed,
-/// framing re-stated, the verified identity added; `host` when the partner
-/// (HTTP/1.0) sent none, since HTTP/1.1 requires one.
-pub fn write_request(
-    out: &mut Vec<u8>,
-    h: &RequestHead,
-    xfcc: Option<&HeaderValue>,
-    host: &HeaderValue,
-) {
-    out.extend_from_slice(h.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(h.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !h.has_host {
-        push_header(out, "Host", host);
-    }
-    for (name, value) in &h.headers {
-        if hop_by_hop(name, &h.hop) || gateway_owned(name) || name.eq_ignore_ascii_case("expect") {
-            continue;
+    #[test]
+    fn host_values_are_names_or_addresses_with_a_16_bit_port() {
+        for ok in [
+            "",
+            "a.example",
+            "a.example:443",
+            "10.0.0.1:8080",
+            "[::1]:9",
+            "[fe80::1]",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?}");
         }
-        push_header(out, name, value);
-    }
-    push_framing(out, h.body);
-    if let Some(x) = xfcc {
-        push_header(out, "x-forwarded-client-cert", x);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The head sent to the partner. Framing headers of a body-less response
-/// (HEAD, 204, 304) are kept as the upstream sent them.
-pub fn write_response(out: &mut Vec<u8>, h: &ResponseHead, close: bool) {
-    out.extend_from_slice(format!("HTTP/1.1 {} ", h.code).as_bytes());
-    out.extend_from_slice(h.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &h.headers {
-        let keep_length = h.body == BodyKind::None && name.eq_ignore_ascii_case("content-length");
-        if hop_by_hop(name, &h.hop) && !keep_length {
-            continue;
+        for bad in [
+            "a b", "evil/x?", "u@h", "a%00b", "a,b", "h:99999", "h:1x", "[]", "[::g]",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
         }
-        push_header(out, name, value);
     }
-    push_framing(out, h.body);
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
-}
-
-/// A short response generated by the gateway itself.
-pub fn error_response(code: u16, close: bool, detail: &str) -> Vec<u8> {
-    let body = format!("{} {}: {}\n", code, reason_phrase(code), detail);
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
-        code,
-        reason_phrase(code),
-        body.len()
-    )
-    .into_bytes();
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-    out
 }

@@ -3,11 +3,13 @@
 
 pub mod body;
 pub mod chunked;
+mod fields;
 pub mod head;
 pub mod path;
 mod request_body;
 mod respond;
 mod routing;
+mod write;
 
 use super::io::{self as pio, Io};
 use super::ConnCtx;

@@ -158,9 +158,7 @@ pub fn route_key(path: &str, allow_params: bool) -> Cow<'_, str> {
 /// unreserved characters and `/` (any other has an escape that stays escaped
 /// in the canonical path, while a backend decodes it), and canonical itself.
 pub fn valid_prefix(prefix: &str) -> bool {
-    prefix
-        .bytes()
-        .all(|b| unreserved(b) || b == b'/')
+    prefix.bytes().all(|b| unreserved(b) || b == b'/')
         && canonical_target(prefix, false).as_deref() == Ok(prefix)
 }
 

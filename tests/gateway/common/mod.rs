@@ -121,6 +121,17 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGHUP (reload), as an operator would.
+    pub fn sighup(&self) {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP failed");
+    }
+
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY-free: ask it to drain with SIGTERM, like an operator would.
         let _ = Command::new("kill")
