@@ -105,7 +105,7 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
             listener = %l.cfg.name,
             peer = cx.peer_label(),
             addr = %cx.peer_addr,
-            upstream = %lease.ctx_name(),
+            upstream = %lease.upstream().ctx.cfg.name,
             bytes_in = a.unwrap_or(0),
             bytes_out = b.unwrap_or(0),
             clean = a.is_some() && b.is_some(),

@@ -173,8 +173,9 @@ impl Lease {
         self.conn.as_ref().unwrap_or_else(|| unreachable!()) // ok: conn is Some until Drop/release
     }
 
-    pub fn ctx_name(&self) -> &str {
-        &self.pool.ctx.cfg.name
+    /// The pool this lease belongs to (outlives a released lease, for logs).
+    pub fn upstream(&self) -> Rc<Pool> {
+        self.pool.clone()
     }
 
     pub fn response_timeout(&self) -> Duration {

@@ -11,6 +11,9 @@ use crate::proxy::upstream::Lease;
 use crate::proxy::ConnCtx;
 use tokio::time::{timeout_at, Instant};
 
+/// Response bodies up to this size are read whole before they are relayed.
+const RESPONSE_BUFFER: usize = 64 * 1024;
+
 /// Reads the upstream's response and relays it; decides keep-alive on both sides.
 pub(super) async fn respond<D: Io>(
     down: &D,
@@ -66,6 +69,24 @@ pub(super) async fn respond<D: Io>(
             Ok(_) => {}
         }
     };
+    // A small body is read whole before the partner gets anything, so the
+    // upstream connection is back in the pool however slowly the partner reads.
+    if let BodyKind::Length(n) = resp.body {
+        while n <= RESPONSE_BUFFER as u64 && (upbuf.len() as u64) < n {
+            if upbuf.capacity() - upbuf.len() < 1024 {
+                upbuf.reserve(upbuf.capacity());
+            }
+            match timeout_at(deadline, lease.io().read(upbuf)).await {
+                Err(_) => {
+                    return upstream_failed(down, cx, req, 504, "response_timeout", started).await
+                }
+                Ok((Ok(k), b)) if k > 0 => upbuf = b,
+                Ok(_) => {
+                    return upstream_failed(down, cx, req, 502, "response_failed", started).await
+                }
+            }
+        }
+    }
     // An HTTP/1.0 partner can't read chunked framing: send the data, then close.
     let dechunk = req.http10 && resp.body == BodyKind::Chunked;
     let close = !req.keep_alive || resp.body == BodyKind::Close || dechunk || *cx.draining.borrow();
@@ -79,6 +100,30 @@ pub(super) async fn respond<D: Io>(
         head::write_response(&mut o, &resp, close);
         body::take_buffered(resp.body, &mut upbuf, &mut o)
     };
+    let upstream = lease.upstream();
+    let upstream_name = upstream.ctx.cfg.name.as_str();
+    if matches!(resp_rest, BodyKind::None | BodyKind::Length(0)) {
+        // Nothing more to read from the upstream: free it before the partner reads.
+        let clean_end = upbuf.is_empty();
+        bufpool::give(upbuf);
+        if resp.reusable && clean_end {
+            lease.release();
+        }
+        let sent = pio::send(down, o, cx.send_timeout()).await;
+        cx.shard.request(resp.code);
+        log_request(cx, req, resp.code, upstream_name, started);
+        return match sent {
+            Ok(o) => {
+                bufpool::give(o);
+                if close {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                }
+            }
+            Err(_) => Next::Close,
+        };
+    }
     match pio::send(down, o, cx.send_timeout()).await {
         Ok(o) => bufpool::give(o),
         Err(_) => return Next::Close,
@@ -103,7 +148,7 @@ pub(super) async fn respond<D: Io>(
     let clean_end = pending.is_empty();
     bufpool::give(pending);
     cx.shard.request(resp.code);
-    log_request(cx, req, resp.code, lease.ctx_name(), started);
+    log_request(cx, req, resp.code, upstream_name, started);
     match copied {
         Ok(_) => {
             if resp.reusable && clean_end {
@@ -117,7 +162,7 @@ pub(super) async fn respond<D: Io>(
         }
         Err(BodyError::SrcFraming(why)) => {
             cx.shard.upstream_error("bad_response_body");
-            tracing::warn!(listener = %l.cfg.name, upstream = %lease.ctx_name(), why, "invalid upstream response body; closing");
+            tracing::warn!(listener = %l.cfg.name, upstream = %upstream_name, why, "invalid upstream response body; closing");
             down.abort();
             Next::Close
         }
