@@ -105,6 +105,9 @@ fn handle(mut s: TcpStream, reg: &Registry) {
                 &export::stats_json(&reg.listener_names, &snap, &keys),
             )
         }
+        "/ready" if reg.draining.load(Ordering::Acquire) => {
+            reply(&mut s, head_only, 503, "text/plain", "draining\n")
+        }
         "/healthz" | "/ready" => {
             let snap = reg.collect(WORKER_WAIT);
             let down = snap.iter().filter(|w| w.is_none()).count();

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub ticket_lifetime: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub ticket_rotation: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
     #[serde(default)]

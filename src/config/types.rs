@@ -162,6 +162,8 @@ pub struct Config {
     /// Open-file limit to ask for (capped by the hard limit); None = the hard limit.
     pub nofile: Option<u64>,
     pub tickets: TicketConfig,
+    /// After SIGTERM: how long in-flight requests get to finish.
+    pub drain_timeout: Duration,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
 }

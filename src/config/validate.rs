@@ -111,6 +111,7 @@ impl Validator<'_> {
             )?,
         };
         Ok(Config {
+            drain_timeout: nonzero(self, "drain_timeout", raw.drain_timeout, 10)?,
             path: self.file.to_path_buf(),
             workers,
             admin_bind,

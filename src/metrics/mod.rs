@@ -175,6 +175,8 @@ pub struct Registry {
     /// Ticket keys in use (written by the main thread on load/rotation).
     pub keys: Arc<Mutex<KeyInfo>>,
     pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<Vec<ListenerStats>>>>,
+    /// Set at SIGTERM: `/ready` answers 503 so a load balancer stops sending.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Which ticket keys are loaded, for `/metrics` and `/stats`.

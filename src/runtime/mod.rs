@@ -18,9 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-/// How long in-flight connections get to finish after SIGTERM/SIGINT.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Route {
     /// Without trailing `/`; empty for `/`.
     pub prefix: String,
@@ -206,6 +203,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start worker thread: {e}"))?;
     }
     let mut reloader = reload::Reloader::new(gw.clone(), reload_txs);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(a) = admin {
         let names = gw.listeners.iter().map(|l| l.cfg.name.clone()).collect();
         crate::admin::spawn(
@@ -214,6 +212,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 listener_names: names,
                 keys: reloader.info.clone(),
                 workers: metric_txs,
+                draining: draining.clone(),
             },
         )?;
     }
@@ -250,6 +249,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                     signal = s,
                     "shutting down: no new connections, draining in-flight ones"
                 );
+                draining.store(true, std::sync::atomic::Ordering::Release);
                 let _ = stop_tx.send(true);
                 break;
             }
@@ -262,7 +262,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             }
         }
     }
-    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT + Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + gw.config.drain_timeout + Duration::from_secs(2);
     let mut left = n;
     while left > 0 {
         let wait = deadline.saturating_duration_since(std::time::Instant::now());

@@ -4,7 +4,7 @@
 use super::conn;
 use super::loglimit::LogLimit;
 use super::reload::Reload;
-use super::{Gateway, DRAIN_TIMEOUT};
+use super::Gateway;
 use crate::metrics::{ListenerStats, Shards};
 use crate::proxy::upstream::{Pool, UpstreamCtx};
 use crate::tls::server::{with_tickets, ListenerTls};
@@ -127,7 +127,7 @@ pub fn run(
         for t in tasks {
             let _ = t.await;
         }
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + w.gw.config.drain_timeout;
         while w.shards.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -5,6 +5,7 @@ mod common;
 
 mod bench_tool;
 mod config_check;
+mod drain;
 mod fleet;
 mod framing;
 mod fuzz_corpus;

@@ -41,8 +41,15 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
         // Boxed: a request's state lives only while it runs, so a connection
         // waiting for its next request keeps a small future (memory per idle connection).
         let next = Box::pin(handle(down, cx, req, &mut inbuf)).await;
-        if matches!(next, Next::Close) || *cx.draining.borrow() {
+        if matches!(next, Next::Close) {
             close(down, cx).await;
+            break;
+        }
+        if *cx.draining.borrow() {
+            // The request is done and nothing of the partner's is unread: say
+            // close_notify and go, without lingering.
+            let _ = timeout(cx.send_timeout(), down.shutdown_write()).await;
+            down.abort();
             break;
         }
         deadline = Instant::now() + cx.listener.cfg.header_timeout;
@@ -85,23 +92,25 @@ async fn read_head<D: Io>(
             inbuf.reserve(want.saturating_sub(inbuf.len()).max(512));
         }
         let buf = std::mem::take(inbuf);
-        let read = async {
-            if idle {
-                // Between requests: wait up to idle_timeout, or until drain starts.
-                let mut drain = cx.draining.clone();
-                tokio::select! {
-                    r = timeout(l.idle_timeout, down.read(buf)) => r.ok(),
-                    _ = drain.wait_for(|d| *d) => None,
-                }
-            } else {
-                timeout_at(*deadline, down.read(buf)).await.ok()
-            }
+        let partial = !buf.is_empty();
+        // Between requests: up to idle_timeout; in a head: its deadline.
+        let until = if idle {
+            Instant::now() + l.idle_timeout
+        } else {
+            *deadline
         };
-        match read.await {
+        // No request is in flight until its head is complete, so a drain
+        // closes the connection at once.
+        let mut drain = cx.draining.clone();
+        let read = tokio::select! {
+            r = timeout_at(until, down.read(buf)) => r.ok(),
+            _ = drain.wait_for(|d| *d) => None,
+        };
+        match read {
             None => {
                 // Timed out or draining: shutting the socket down completes the pending read.
                 down.abort();
-                if !idle && !inbuf.is_empty() {
+                if partial && !*cx.draining.borrow() {
                     cx.shard.request(408);
                 }
                 return None;
