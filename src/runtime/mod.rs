@@ -6,6 +6,7 @@ mod conn;
 pub mod listen;
 mod loglimit;
 pub mod reload;
+mod systemd;
 mod worker;
 
 use crate::authz::AllowList;
@@ -240,15 +241,21 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     if let Some(a) = gw.admin {
         tracing::info!(bind = %a, "admin listening");
     }
+    systemd::ready();
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Err(mpsc::RecvTimeoutError::Timeout) => reloader.tick(),
-            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => reloader.reload("SIGHUP"),
+            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
+                systemd::reloading();
+                reloader.reload("SIGHUP");
+                systemd::ready();
+            }
             Ok(Event::Signal(s)) => {
                 tracing::info!(
                     signal = s,
                     "shutting down: no new connections, draining in-flight ones"
                 );
+                systemd::stopping();
                 draining.store(true, std::sync::atomic::Ordering::Release);
                 let _ = stop_tx.send(true);
                 break;

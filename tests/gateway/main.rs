@@ -13,6 +13,7 @@ mod http_proxy;
 mod limits;
 mod resumption;
 mod smuggling_table;
+mod systemd;
 mod tcp_mode;
 mod tls_auth;
 mod trust_http;

@@ -39,6 +39,11 @@ pub fn start_basic(pki: &pki::Pki, upstream: SocketAddr) -> Gateway {
 }
 
 pub fn start_ports(dir: &Path, config: &str, port: u16, admin: u16) -> Gateway {
+    start_env(dir, config, port, admin, &[])
+}
+
+/// `start_ports` with extra environment variables for the gateway process.
+pub fn start_env(dir: &Path, config: &str, port: u16, admin: u16, env: &[(&str, &str)]) -> Gateway {
     let text = config
         .replace("{port}", &port.to_string())
         .replace("{admin}", &admin.to_string());
@@ -49,6 +54,7 @@ pub fn start_ports(dir: &Path, config: &str, port: u16, admin: u16) -> Gateway {
         .args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
