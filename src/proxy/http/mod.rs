@@ -228,17 +228,23 @@ async fn handle<D: Io>(
         &cx.fallback_host(),
     );
     out.extend_from_slice(&body_start);
-    // Send the head; a reused connection that fails before any byte of it was
-    // accepted is retried once on a fresh one.
+    drop(body_start); // held once, in `out`
+                      // Send the head; a reused connection that fails before any byte of it was
+                      // accepted is retried once on a fresh one.
     let mut fresh = false;
     let (lease, out) = loop {
         let lease = match pool.get(fresh).await {
             Ok(l) => l,
-            Err(e) => return upstream_failed(down, cx, &req, e.status(), e.label(), started).await,
+            Err(e) => {
+                return upstream_failed(down, cx, &req, e.status(), e.label(), started, None).await
+            }
         };
         let (res, o) = match timeout(ucfg.response_timeout, lease.io().write_all(out)).await {
             Ok(r) => r,
-            Err(_) => return upstream_failed(down, cx, &req, 504, "write_timeout", started).await,
+            Err(_) => {
+                return upstream_failed(down, cx, &req, 504, "write_timeout", started, Some(lease))
+                    .await
+            }
         };
         out = o;
         match res {
@@ -247,19 +253,17 @@ async fn handle<D: Io>(
                 fresh = true;
                 continue;
             }
-            Err(_) => return upstream_failed(down, cx, &req, 502, "write_failed", started).await,
+            Err(_) => {
+                return upstream_failed(down, cx, &req, 502, "write_failed", started, Some(lease))
+                    .await
+            }
         }
     };
     bufpool::give(out);
-    if let Rest::Stream {
-        kind,
-        decoder,
-        start,
-    } = rest
-    {
+    if let Rest::Stream { kind, decoder } = rest {
+        // Paced from now, when the upstream connection is held.
         let pace = Pace::Rate {
-            start,
-            grace: rules.body_timeout,
+            window: rules.body_timeout,
             rate: rules.min_body_rate,
             idle: l.cfg.idle_timeout,
         };
@@ -277,7 +281,8 @@ async fn handle<D: Io>(
         match copied {
             Ok(_) => {}
             Err(BodyError::DstTimeout) | Err(BodyError::DstIo) => {
-                return upstream_failed(down, cx, &req, 502, "request_body_failed", started).await;
+                let kind = "request_body_failed";
+                return upstream_failed(down, cx, &req, 502, kind, started, Some(lease)).await;
             }
             Err(BodyError::SrcFraming(why)) => {
                 drop(lease);

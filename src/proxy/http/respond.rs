@@ -43,28 +43,42 @@ pub(super) async fn respond<D: Io>(
             }
             Ok(Some((h, n))) if h.code == 101 || h.code < 100 => {
                 let _ = n;
-                return upstream_failed(down, cx, req, 502, "bad_response", started).await;
+                return upstream_failed(down, cx, req, 502, "bad_response", started, Some(lease))
+                    .await;
             }
             Ok(Some((h, n))) => {
                 upbuf.drain(..n);
                 break h;
             }
             Ok(None) => {}
-            Err(_) => return upstream_failed(down, cx, req, 502, "bad_response", started).await,
+            Err(_) => {
+                return upstream_failed(down, cx, req, 502, "bad_response", started, Some(lease))
+                    .await
+            }
         }
         if upbuf.capacity() - upbuf.len() < 1024 {
             upbuf.reserve(upbuf.capacity());
         }
         let (res, b) = match timeout_at(deadline, lease.io().read(upbuf)).await {
             Err(_) => {
-                return upstream_failed(down, cx, req, 504, "response_timeout", started).await
+                return upstream_failed(
+                    down,
+                    cx,
+                    req,
+                    504,
+                    "response_timeout",
+                    started,
+                    Some(lease),
+                )
+                .await
             }
             Ok(r) => r,
         };
         upbuf = b;
         match res {
             Ok(0) | Err(_) => {
-                return upstream_failed(down, cx, req, 502, "response_failed", started).await
+                return upstream_failed(down, cx, req, 502, "response_failed", started, Some(lease))
+                    .await
             }
             Ok(_) => {}
         }
@@ -78,11 +92,29 @@ pub(super) async fn respond<D: Io>(
             }
             match timeout_at(deadline, lease.io().read(upbuf)).await {
                 Err(_) => {
-                    return upstream_failed(down, cx, req, 504, "response_timeout", started).await
+                    return upstream_failed(
+                        down,
+                        cx,
+                        req,
+                        504,
+                        "response_timeout",
+                        started,
+                        Some(lease),
+                    )
+                    .await
                 }
                 Ok((Ok(k), b)) if k > 0 => upbuf = b,
                 Ok(_) => {
-                    return upstream_failed(down, cx, req, 502, "response_failed", started).await
+                    return upstream_failed(
+                        down,
+                        cx,
+                        req,
+                        502,
+                        "response_failed",
+                        started,
+                        Some(lease),
+                    )
+                    .await
                 }
             }
         }
@@ -108,6 +140,8 @@ pub(super) async fn respond<D: Io>(
         bufpool::give(upbuf);
         if resp.reusable && clean_end {
             lease.release();
+        } else {
+            drop(lease); // closed now, not after the partner's write
         }
         let sent = pio::send(down, o, cx.send_timeout()).await;
         cx.shard.request(resp.code);
@@ -173,6 +207,9 @@ pub(super) async fn respond<D: Io>(
     }
 }
 
+/// Answers an upstream failure. The lease (if any) is closed first, so a
+/// partner slow to take the error holds no upstream connection.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn upstream_failed<D: Io>(
     down: &D,
     cx: &ConnCtx<'_>,
@@ -180,7 +217,9 @@ pub(super) async fn upstream_failed<D: Io>(
     code: u16,
     kind: &'static str,
     started: std::time::Instant,
+    lease: Option<Lease>,
 ) -> Next {
+    drop(lease);
     cx.shard.upstream_error(kind);
     cx.shard.request(code);
     tracing::warn!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), method = %req.method, path = %req.path(), status = code, kind, "upstream failed");
