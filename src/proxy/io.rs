@@ -21,6 +21,9 @@ pub trait Io {
     async fn shutdown_write(&self) -> io::Result<()>;
     /// Ends the connection now so pending operations complete.
     fn abort(&self);
+    /// Ends only our reading: a pending read completes (end of stream) and we
+    /// can still write, e.g. a 408 after a body read timed out.
+    fn stop_reading(&self);
 }
 
 impl Io for TcpStream {
@@ -46,6 +49,9 @@ impl Io for TcpStream {
     fn abort(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn stop_reading(&self) {
+        let _ = self.shutdown(Shutdown::Read);
+    }
 }
 
 impl<C, S> Io for TlsStream<C>
@@ -64,6 +70,9 @@ where
     }
     fn abort(&self) {
         TlsStream::abort(self)
+    }
+    fn stop_reading(&self) {
+        let _ = self.tcp().shutdown(Shutdown::Read);
     }
 }
 

@@ -82,6 +82,12 @@ impl Io for UpConn {
             UpConn::Tls(t) => t.abort(),
         }
     }
+    fn stop_reading(&self) {
+        match self {
+            UpConn::Plain(s) => s.stop_reading(),
+            UpConn::Tls(t) => Io::stop_reading(&**t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

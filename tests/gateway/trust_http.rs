@@ -145,15 +145,7 @@ fn slow_senders_leave_the_pool_free(content_length: usize) {
         // The client's read timeout (10 s) bounds this; 408 is due at 3 s.
         match client::read_response(s, &mut Vec::new(), false) {
             Ok(r) => assert_eq!(r.status, 408, "slow partner {i}: {}", r.text()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("slow partner {i} still open after its body timeout")
-            }
-            Err(_) => {} // closed without a response
+            Err(e) => panic!("slow partner {i} got no 408: {e}"),
         }
     }
     let slow_upstream = up

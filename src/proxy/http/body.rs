@@ -38,28 +38,37 @@ pub enum Chunks {
 pub enum Pace {
     /// Each read within this time.
     PerRead(Duration),
-    /// The whole body by `start + grace + received / rate` (bytes per second), so
-    /// a slow sender can't hold the other side for long, and each read within `idle`.
+    /// At least `rate * window` bytes in every `window` (from the start of the
+    /// copy: no credit is banked beyond one window), so a slow sender can't hold
+    /// the other side for long, and each read within `idle`.
     Rate {
-        start: Instant,
-        grace: Duration,
+        window: Duration,
         rate: u64,
         idle: Duration,
     },
 }
 
+/// Where a `Pace::Rate` window stands: when it began, and the bytes by then.
+struct Window {
+    start: Instant,
+    at: u64,
+}
+
 impl Pace {
-    fn deadline(&self, received: u64) -> Instant {
+    fn deadline(&self, w: &mut Window, received: u64) -> Instant {
+        let now = Instant::now();
         match *self {
-            Pace::PerRead(t) => Instant::now() + t,
-            Pace::Rate {
-                start,
-                grace,
-                rate,
-                idle,
-            } => {
-                let earned = Duration::from_secs_f64(received as f64 / rate as f64);
-                (start + grace + earned).min(Instant::now() + idle)
+            Pace::PerRead(t) => now + t,
+            Pace::Rate { window, rate, idle } => {
+                let quota = (rate as f64 * window.as_secs_f64()) as u64;
+                if received - w.at >= quota {
+                    // This window's quota is met: the next one starts now.
+                    *w = Window {
+                        start: now,
+                        at: received,
+                    };
+                }
+                (w.start + window).min(now + idle)
             }
         }
     }
@@ -112,6 +121,10 @@ pub async fn copy<S: Io, D: Io>(
         _ => None,
     };
     let mut total = 0u64;
+    let mut window = Window {
+        start: Instant::now(),
+        at: 0,
+    };
     let mut buf = std::mem::take(pending);
     loop {
         // `buf` holds unforwarded source bytes; decide how many belong to the body.
@@ -161,9 +174,10 @@ pub async fn copy<S: Io, D: Io>(
             bufpool::give(buf);
             buf = bufpool::big();
         }
-        let (res, b) = match timeout_at(pace.deadline(total), src.read(buf)).await {
+        let (res, b) = match timeout_at(pace.deadline(&mut window, total), src.read(buf)).await {
             Err(_) => {
-                src.abort();
+                // Completes the pending read; the other side decides what to say.
+                src.stop_reading();
                 return Err(BodyError::SrcTimeout);
             }
             Ok(r) => r,

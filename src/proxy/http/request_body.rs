@@ -20,8 +20,6 @@ pub enum Rest {
     Stream {
         kind: BodyKind,
         decoder: Option<ChunkedDecoder>,
-        /// When the body started, for `Pace::Rate`.
-        start: Instant,
     },
 }
 
@@ -37,7 +35,8 @@ async fn read_more<D: Io>(
     let buf = std::mem::take(inbuf);
     match timeout_at(deadline, down.read(buf)).await {
         Err(_) => {
-            down.abort();
+            // Completes the pending read; the 408 can still be written.
+            down.stop_reading();
             Err(BodyError::SrcTimeout)
         }
         Ok((res, b)) => {
@@ -62,8 +61,7 @@ pub async fn prepare<D: Io>(
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<Rest, BodyError> {
-    let start = Instant::now();
-    let deadline = start + rules.body_timeout;
+    let deadline = Instant::now() + rules.body_timeout;
     let limit = rules.request_buffer_bytes;
     match req.body {
         BodyKind::None | BodyKind::Close => Ok(Rest::Done),
@@ -86,7 +84,6 @@ pub async fn prepare<D: Io>(
             Ok(Rest::Stream {
                 kind,
                 decoder: None,
-                start,
             })
         }
         BodyKind::Chunked => {
@@ -110,7 +107,6 @@ pub async fn prepare<D: Io>(
                     return Ok(Rest::Stream {
                         kind: BodyKind::Chunked,
                         decoder: Some(d),
-                        start,
                     });
                 }
                 read_more(down, inbuf, deadline).await?;
