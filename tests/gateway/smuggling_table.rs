@@ -255,12 +255,16 @@ fn framing_rows() -> Vec<Row> {
             st(405),
         ),
         row(
-            "path override headers",
+            "path override and httpoxy headers",
             A,
-            b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Original-URL: /orders\r\nX_Rewrite_URL: /orders\r\n\r\n",
+            b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Original-URL: /orders\r\nX_Rewrite_URL: /orders\r\nProxy: http://evil:1\r\n\r\n",
             fwd_with(
                 "GET /public/x HTTP/1.1",
-                vec![Absent("x-original-url"), Absent("x_rewrite_url")],
+                vec![
+                    Absent("x-original-url"),
+                    Absent("x_rewrite_url"),
+                    Absent("proxy"),
+                ],
             ),
         ),
         row(

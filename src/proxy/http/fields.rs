@@ -79,11 +79,17 @@ pub fn is_xfcc(name: &str) -> bool {
 }
 
 /// Fields the gateway owns or never passes on, in any spelling: the identity
-/// header, and path overrides some backends route on (IIS, Symfony).
+/// header, path overrides some backends route on (IIS, Symfony), and `Proxy`,
+/// which CGI turns into `HTTP_PROXY` (httpoxy).
 pub(super) fn gateway_owned(name: &str) -> bool {
-    ["x-forwarded-client-cert", "x-original-url", "x-rewrite-url"]
-        .iter()
-        .any(|n| spells(name, n))
+    [
+        "x-forwarded-client-cert",
+        "x-original-url",
+        "x-rewrite-url",
+        "proxy",
+    ]
+    .iter()
+    .any(|n| spells(name, n))
 }
 
 /// Framing and hop names a backend must never see in an `_` spelling: to a

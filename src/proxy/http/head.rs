@@ -293,7 +293,13 @@ pub fn parse_response(
         BodyKind::None => BodyKind::Close,
         b => b,
     };
-    let reusable = body != BodyKind::Close && !f.close && (!http10 || f.keep_alive_token);
+    // A body-less answer (HEAD, 204, 304) whose head announces a body: if the
+    // upstream sends that body anyway, a reused connection would hand it to
+    // the next partner as its response. Such a connection is not reused.
+    let announced =
+        matches!(f.body, BodyKind::Chunked) || matches!(f.body, BodyKind::Length(n) if n > 0);
+    let risky = no_body && code >= 200 && announced;
+    let reusable = body != BodyKind::Close && !f.close && (!http10 || f.keep_alive_token) && !risky;
     Ok(Some((
         ResponseHead {
             code,
@@ -324,6 +330,21 @@ mod tests {
             parse_response(&head.as_bytes()[..max], max, false),
             Err(HeadError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_body_less_answer_that_announces_a_body_is_not_reused() {
+        let head = |raw: &[u8], is_head| parse_response(raw, 4096, is_head).unwrap().unwrap().0;
+        assert!(!head(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", true).reusable);
+        assert!(
+            !head(
+                b"HTTP/1.1 204 No\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .reusable
+        );
+        assert!(head(b"HTTP/1.1 304 NM\r\nContent-Length: 0\r\n\r\n", false).reusable);
+        assert!(head(b"HTTP/1.1 204 No\r\n\r\n", false).reusable);
     }
 
     #[test]
