@@ -230,6 +230,22 @@ impl Validator<'_> {
                     self.err(rk("upstream"), "no upstream here and none on the listener")
                 })?,
             };
+            let trimmed = r.path_prefix.trim_end_matches('/');
+            let ci = r.case_insensitive.unwrap_or(false);
+            if let Some(k) = routes.iter().position(|o: &RouteConfig| {
+                if ci || o.case_insensitive {
+                    o.path_prefix.eq_ignore_ascii_case(trimmed)
+                } else {
+                    o.path_prefix == trimmed
+                }
+            }) {
+                // Only one of two equal prefixes could ever be chosen: the
+                // other's allow-list would silently never apply.
+                return Err(self.err(
+                    rk("path_prefix"),
+                    format!("{:?} is the same prefix as route[{k}]", r.path_prefix),
+                ));
+            }
             routes.push(RouteConfig {
                 path_prefix: r.path_prefix.trim_end_matches('/').to_string(),
                 case_insensitive: r.case_insensitive.unwrap_or(false),

@@ -61,6 +61,7 @@ fn check_rejects_each_bad_config_naming_the_key_and_the_problem() {
         ("route prefix with an escape", format!("{good}\n[[listener.route]]\npath_prefix = \"/a%20b\"\n"), &["listener[0].route[0].path_prefix", "only letters"]),
         ("route prefix with a reserved character", format!("{good}\n[[listener.route]]\npath_prefix = \"/v1:batch\"\n"), &["listener[0].route[0].path_prefix"]),
         ("route prefix with a dot-segment", format!("{good}\n[[listener.route]]\npath_prefix = \"/a/../b\"\n"), &["listener[0].route[0].path_prefix", "dot"]),
+        ("two routes with one prefix", format!("{good}\n[[listener.route]]\npath_prefix = \"/orders/\"\nallow = [\"cn:x\"]\n[[listener.route]]\npath_prefix = \"/orders\"\n"), &["listener[0].route[1].path_prefix", "same prefix"]),
         ("zero min_body_rate", good.replace("mode = \"http\"", "mode = \"http\"\nmin_body_rate = 0"), &["listener[0].min_body_rate"]),
     ];
     for (name, text, wants) in cases {
