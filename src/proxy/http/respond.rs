@@ -14,6 +14,26 @@ use tokio::time::{timeout_at, Instant};
 /// Response bodies up to this size are read whole before they are relayed.
 const RESPONSE_BUFFER: usize = 64 * 1024;
 
+/// One more read of the upstream's response into `buf`'s spare room, by
+/// `deadline`; the error is the status and label of the failure.
+async fn read_more(
+    lease: &Lease,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> Result<Vec<u8>, (u16, &'static str)> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(buf.capacity());
+    }
+    match timeout_at(deadline, lease.io().read(buf)).await {
+        Err(_) => Err((504, "response_timeout")),
+        Ok((Ok(n), b)) if n > 0 => Ok(b),
+        Ok((_, b)) => {
+            bufpool::give(b);
+            Err((502, "response_failed"))
+        }
+    }
+}
+
 /// Reads the upstream's response and relays it; decides keep-alive on both sides.
 pub(super) async fn respond<D: Io>(
     down: &D,
@@ -56,67 +76,23 @@ pub(super) async fn respond<D: Io>(
                     .await
             }
         }
-        if upbuf.capacity() - upbuf.len() < 1024 {
-            upbuf.reserve(upbuf.capacity());
-        }
-        let (res, b) = match timeout_at(deadline, lease.io().read(upbuf)).await {
-            Err(_) => {
-                return upstream_failed(
-                    down,
-                    cx,
-                    req,
-                    504,
-                    "response_timeout",
-                    started,
-                    Some(lease),
-                )
-                .await
+        upbuf = match read_more(&lease, upbuf, deadline).await {
+            Ok(b) => b,
+            Err((code, kind)) => {
+                return upstream_failed(down, cx, req, code, kind, started, Some(lease)).await
             }
-            Ok(r) => r,
         };
-        upbuf = b;
-        match res {
-            Ok(0) | Err(_) => {
-                return upstream_failed(down, cx, req, 502, "response_failed", started, Some(lease))
-                    .await
-            }
-            Ok(_) => {}
-        }
     };
     // A small body is read whole before the partner gets anything, so the
     // upstream connection is back in the pool however slowly the partner reads.
     if let BodyKind::Length(n) = resp.body {
         while n <= RESPONSE_BUFFER as u64 && (upbuf.len() as u64) < n {
-            if upbuf.capacity() - upbuf.len() < 1024 {
-                upbuf.reserve(upbuf.capacity());
-            }
-            match timeout_at(deadline, lease.io().read(upbuf)).await {
-                Err(_) => {
-                    return upstream_failed(
-                        down,
-                        cx,
-                        req,
-                        504,
-                        "response_timeout",
-                        started,
-                        Some(lease),
-                    )
-                    .await
+            upbuf = match read_more(&lease, upbuf, deadline).await {
+                Ok(b) => b,
+                Err((code, kind)) => {
+                    return upstream_failed(down, cx, req, code, kind, started, Some(lease)).await
                 }
-                Ok((Ok(k), b)) if k > 0 => upbuf = b,
-                Ok(_) => {
-                    return upstream_failed(
-                        down,
-                        cx,
-                        req,
-                        502,
-                        "response_failed",
-                        started,
-                        Some(lease),
-                    )
-                    .await
-                }
-            }
+            };
         }
     }
     // An HTTP/1.0 partner can't read chunked framing: send the data, then close.
