@@ -979,7 +979,7 @@ fn quoted_string(s: &[u8]) -> Result<(Vec<u8>, usize), String> {
 /// Envoy's XFCC grammar: elements separated by `,`, each `key=value` pairs
 /// separated by `;`, a value bare (up to `,`/`;`) or a quoted-string.
 /// Returns each element's pairs in order.
-fn parse_xfcc(x: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+pub fn parse_xfcc(x: &str) -> Result<Vec<Vec<(String, String)>>, String> {
     let s = x.as_bytes();
     let mut elements = Vec::new();
     let mut pairs = Vec::new();
@@ -1072,7 +1072,7 @@ fn unescape_rfc4514_value(v: &str) -> Result<String, String> {
 
 /// An RFC 4514 DN string: RDNs separated by unescaped `,`, multi-valued by
 /// `+` (flattened here), each `type=value`.
-fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
     let s = dn.as_bytes();
     let mut atvs = Vec::new();
     let mut start = 0;

@@ -3,8 +3,9 @@
 //! the same property checks the fuzz targets run, on stable, so a machine
 //! without a nightly toolchain still checks them. See fuzz/README.md.
 
+/// Also the independent XFCC and DN readers of the identity tests.
 #[path = "../../fuzz/checks.rs"]
-mod checks;
+pub(crate) mod checks;
 
 use std::path::Path;
 

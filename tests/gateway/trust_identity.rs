@@ -218,146 +218,14 @@ fn control_characters_in_any_identity_field_are_refused_in_the_handshake() {
     assert!(up.requests().is_empty(), "{:#?}", up.requests());
 }
 
-// ---------------------------------------------------------------------------
-// An independent reader of the XFCC header: RFC 9110 quoted-string with
-// quoted-pair, Envoy's element grammar, and RFC 4514 for the Subject.
-
-/// Splits `s` on `sep` outside quoted-strings (a `\` inside quotes escapes the next byte).
-fn split_outside_quotes(s: &[u8], sep: u8) -> Result<Vec<&[u8]>, String> {
-    let mut out = Vec::new();
-    let (mut start, mut quoted, mut i) = (0, false, 0);
-    while i < s.len() {
-        match s[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b if b == sep && !quoted => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if quoted {
-        return Err(format!("unterminated quoted-string in {:?}", lossy(s)));
-    }
-    out.push(&s[start..]);
-    Ok(out)
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-/// One value: an RFC 9110 quoted-string (the whole value) or a bare value.
-fn xfcc_value(v: &[u8]) -> Result<String, String> {
-    if v.first() != Some(&b'"') {
-        if let Some(b) = v
-            .iter()
-            .find(|&&b| b"\"\\=".contains(&b) || !(0x21..0x7f).contains(&b))
-        {
-            return Err(format!("bare value {:?} holds byte {b:#04x}", lossy(v)));
-        }
-        return Ok(lossy(v));
-    }
-    // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
-    // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
-    let text_ok = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
-    let mut out = Vec::new();
-    let mut i = 1;
-    loop {
-        match v.get(i) {
-            None => return Err(format!("unterminated quoted-string {:?}", lossy(v))),
-            Some(b'"') => break,
-            Some(b'\\') => match v.get(i + 1) {
-                Some(&b) if text_ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                _ => return Err(format!("bad quoted-pair in {:?}", lossy(v))),
-            },
-            Some(&b) if text_ok(b) => {
-                out.push(b);
-                i += 1;
-            }
-            Some(&b) => return Err(format!("byte {b:#04x} in quoted-string {:?}", lossy(v))),
-        }
-    }
-    if i + 1 != v.len() {
-        return Err(format!(
-            "bytes after the closing quote in {:?}: {:?}",
-            lossy(v),
-            lossy(&v[i + 1..])
-        ));
-    }
-    String::from_utf8(out).map_err(|e| e.to_string())
-}
-
-/// The header's elements, each a list of (key, value) in order.
-fn parse_xfcc(h: &str) -> Result<Vec<Vec<(String, String)>>, String> {
-    let mut elements = Vec::new();
-    for el in split_outside_quotes(h.as_bytes(), b',')? {
-        let mut pairs = Vec::new();
-        for pair in split_outside_quotes(el, b';')? {
-            let eq = pair
-                .iter()
-                .position(|&b| b == b'=')
-                .ok_or_else(|| format!("pair without '=': {:?}", lossy(pair)))?;
-            let key = lossy(&pair[..eq]);
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("bad key {key:?}"));
-            }
-            pairs.push((key, xfcc_value(&pair[eq + 1..])?));
-        }
-        elements.push(pairs);
-    }
-    Ok(elements)
-}
+// The independent XFCC and RFC 4514 readers are the fuzz checks' own.
+use crate::fuzz_corpus::checks::{parse_dn as parse_rfc4514, parse_xfcc};
 
 fn values<'a>(el: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     el.iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v.as_str())
         .collect()
-}
-
-/// An RFC 4514 string as (type, value) pairs, first RDN of the string first.
-fn parse_rfc4514(dn: &str) -> Result<Vec<(String, String)>, String> {
-    let b = dn.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let eq = b[i..]
-            .iter()
-            .position(|&c| c == b'=')
-            .ok_or_else(|| format!("attribute without '=' in {dn:?}"))?;
-        let ty = lossy(&b[i..i + eq]);
-        i += eq + 1;
-        let mut v = Vec::new();
-        while i < b.len() && b[i] != b',' && b[i] != b'+' {
-            if b[i] == b'\\' {
-                let next = *b.get(i + 1).ok_or("dangling '\\'")?;
-                if b",+;<>\\\"# =".contains(&next) {
-                    v.push(next);
-                    i += 2;
-                } else {
-                    let hex = b.get(i + 1..i + 3).ok_or("short hex escape")?;
-                    let h = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16)
-                        .map_err(|_| format!("bad escape in {dn:?}"))?;
-                    v.push(h);
-                    i += 3;
-                }
-            } else if b"\"+;<>".contains(&b[i]) {
-                return Err(format!("unescaped {:?} in {dn:?}", b[i] as char));
-            } else {
-                v.push(b[i]);
-                i += 1;
-            }
-        }
-        out.push((ty, String::from_utf8(v).map_err(|e| e.to_string())?));
-        i += 1; // the separator
-    }
-    Ok(out)
 }
 
 #[test]
