@@ -58,6 +58,7 @@ pub struct RawListener {
     pub max_handshakes: Option<usize>,
     pub allow_path_params: Option<bool>,
     pub request_buffer_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
     pub min_body_rate: Option<u64>,

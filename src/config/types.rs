@@ -122,6 +122,8 @@ pub struct HttpRules {
     pub allow_path_params: bool,
     /// Bodies up to this size are read whole before an upstream is leased.
     pub request_buffer_bytes: usize,
+    /// Larger request bodies get 413; `None`: no limit.
+    pub max_body_bytes: Option<u64>,
     /// How long a body may take to arrive (plus 1 s per `min_body_rate` bytes when streamed).
     pub body_timeout: Duration,
     /// Bytes per second a streamed body must keep up on average.

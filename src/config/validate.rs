@@ -284,6 +284,7 @@ impl Validator<'_> {
         let http = HttpRules {
             allow_path_params: l.allow_path_params.unwrap_or(false),
             request_buffer_bytes,
+            max_body_bytes: l.max_body_bytes,
             body_timeout: nonzero(self, &key("body_timeout"), l.body_timeout, 30)?,
             min_body_rate,
             send_timeout: nonzero(self, &key("send_timeout"), l.send_timeout, 30)?,

@@ -348,3 +348,35 @@ fn with_path_params_allowed_a_param_neither_dodges_a_route_nor_hides_a_dot_segme
     ];
     assert_rows(&gw, &up, &pki, &rows);
 }
+
+#[test]
+fn bodies_over_max_body_bytes_get_413_before_anything_reaches_the_upstream() {
+    let pki = Pki::new();
+    let up = raw::RawUpstream::spawn(raw::ok("ok"));
+    let gw = common::start(&pki.dir, &config(&pki, up.addr, "max_body_bytes = 100", ""));
+    let big = "x".repeat(101);
+    let chunked = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    let rows = vec![
+        post(
+            "Content-Length over the limit",
+            &[b"Content-Length: 101\r\n\r\n", big.as_bytes()],
+            st(413),
+        ),
+        post(
+            "Content-Length over the limit, expecting 100-continue",
+            &[b"Content-Length: 101\r\nExpect: 100-continue\r\n\r\n"],
+            st(413),
+        ),
+        post(
+            "chunked body over the limit",
+            &[b"Transfer-Encoding: chunked\r\n\r\n", chunked.as_bytes()],
+            st(413),
+        ),
+        post(
+            "a body at the limit",
+            &[b"Content-Length: 100\r\n\r\n", &big.as_bytes()[..100]],
+            fwd("POST /public/c HTTP/1.1"),
+        ),
+    ];
+    assert_rows(&gw, &up, &pki, &rows);
+}

@@ -17,6 +17,8 @@ pub enum BodyError {
     /// The source closed before the body's declared end.
     SrcTruncated,
     SrcFraming(&'static str),
+    /// The source sent more than the body limit allows (413).
+    SrcTooLarge,
     DstTimeout,
     DstIo,
 }
@@ -45,6 +47,8 @@ pub enum Pace {
         window: Duration,
         rate: u64,
         idle: Duration,
+        /// At most this many body bytes in all (`max_body_bytes`).
+        limit: Option<u64>,
     },
 }
 
@@ -59,7 +63,9 @@ impl Pace {
         let now = Instant::now();
         match *self {
             Pace::PerRead(t) => now + t,
-            Pace::Rate { window, rate, idle } => {
+            Pace::Rate {
+                window, rate, idle, ..
+            } => {
                 let quota = (rate as f64 * window.as_secs_f64()) as u64;
                 if received - w.at >= quota {
                     // This window's quota is met: the next one starts now.
@@ -157,6 +163,12 @@ pub async fn copy<S: Io, D: Io>(
         }
         if chunked.is_none() && kind != BodyKind::Close {
             remaining -= take as u64;
+        }
+        if let Pace::Rate { limit: Some(m), .. } = pace {
+            if total > m {
+                bufpool::give(buf);
+                return Err(BodyError::SrcTooLarge);
+            }
         }
         if !buf.is_empty() {
             buf = write(dst, buf, write_timeout).await?;

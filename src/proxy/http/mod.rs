@@ -194,6 +194,14 @@ async fn handle<D: Io>(
     };
     let pool = &cx.pools[up_idx];
     let ucfg = &pool.ctx.cfg;
+    let rules = &l.cfg.http;
+    if let (BodyKind::Length(n), Some(max)) = (req.body, rules.max_body_bytes) {
+        if n > max {
+            // Before any 100 Continue: the partner need not send the body at all.
+            reject(down, cx, 413, "request body too large").await;
+            return Next::Close;
+        }
+    }
     // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client (it would take it as the response).
     if req.expect_continue && req.body != BodyKind::None && !req.http10 {
         let sent = pio::send(
@@ -206,7 +214,6 @@ async fn handle<D: Io>(
             return Next::Close;
         }
     }
-    let rules = &l.cfg.http;
     let mut body_start = Vec::new();
     let rest = match request_body::prepare(down, rules, &mut req, inbuf, &mut body_start).await {
         Ok(rest) => rest,
@@ -216,6 +223,10 @@ async fn handle<D: Io>(
         }
         Err(BodyError::SrcTimeout) => {
             reject(down, cx, 408, "request body not received in time").await;
+            return Next::Close;
+        }
+        Err(BodyError::SrcTooLarge) => {
+            reject(down, cx, 413, "request body too large").await;
             return Next::Close;
         }
         Err(_) => return Next::Close, // the partner went away mid-body
@@ -260,12 +271,18 @@ async fn handle<D: Io>(
         }
     };
     bufpool::give(out);
-    if let Rest::Stream { kind, decoder } = rest {
+    if let Rest::Stream {
+        kind,
+        decoder,
+        taken,
+    } = rest
+    {
         // Paced from now, when the upstream connection is held.
         let pace = Pace::Rate {
             window: rules.body_timeout,
             rate: rules.min_body_rate,
             idle: l.cfg.idle_timeout,
+            limit: rules.max_body_bytes.map(|m| m.saturating_sub(taken)),
         };
         let copied = body::copy(
             down,
@@ -292,6 +309,11 @@ async fn handle<D: Io>(
             Err(BodyError::SrcTimeout) => {
                 drop(lease);
                 reject(down, cx, 408, "request body too slow").await;
+                return Next::Close;
+            }
+            Err(BodyError::SrcTooLarge) => {
+                drop(lease);
+                reject(down, cx, 413, "request body too large").await;
                 return Next::Close;
             }
             Err(_) => return Next::Close, // the partner went away mid-body

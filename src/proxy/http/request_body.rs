@@ -20,6 +20,8 @@ pub enum Rest {
     Stream {
         kind: BodyKind,
         decoder: Option<ChunkedDecoder>,
+        /// Body bytes (as received) already taken, for `max_body_bytes`.
+        taken: u64,
     },
 }
 
@@ -80,10 +82,12 @@ pub async fn prepare<D: Io>(
             while inbuf.len() < limit {
                 read_more(down, inbuf, deadline).await?;
             }
+            let before = out.len();
             let kind = body::take_buffered(req.body, inbuf, out);
             Ok(Rest::Stream {
                 kind,
                 decoder: None,
+                taken: (out.len() - before) as u64,
             })
         }
         BodyKind::Chunked => {
@@ -96,6 +100,9 @@ pub async fn prepare<D: Io>(
                     .map_err(|e| BodyError::SrcFraming(e.0))?;
                 inbuf.drain(..used);
                 consumed += used;
+                if rules.max_body_bytes.is_some_and(|m| data.len() as u64 > m) {
+                    return Err(BodyError::SrcTooLarge);
+                }
                 if d.is_done() {
                     req.body = BodyKind::Length(data.len() as u64);
                     out.extend_from_slice(&data);
@@ -107,6 +114,7 @@ pub async fn prepare<D: Io>(
                     return Ok(Rest::Stream {
                         kind: BodyKind::Chunked,
                         decoder: Some(d),
+                        taken: data.len() as u64,
                     });
                 }
                 read_more(down, inbuf, deadline).await?;
