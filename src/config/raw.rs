@@ -83,6 +83,7 @@ pub struct RawServerTls {
     pub crl_check: Option<String>,
     pub crl_allow_stale: Option<bool>,
     pub crl_allow_unknown: Option<bool>,
+    pub close_revoked: Option<bool>,
     pub versions: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub suites: Option<Vec<String>>,

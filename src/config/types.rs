@@ -74,6 +74,8 @@ pub struct ServerTlsConfig {
     pub crl_check: CrlCheck,
     pub crl_allow_stale: bool,
     pub crl_allow_unknown: bool,
+    /// On a CRL reload, close open connections whose certificate it revokes.
+    pub close_revoked: bool,
     pub tls13: bool,
     pub tls12: bool,
     pub groups: Option<Vec<String>>,

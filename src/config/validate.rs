@@ -396,6 +396,7 @@ impl Validator<'_> {
             crl_check,
             crl_allow_stale: t.crl_allow_stale.unwrap_or(false),
             crl_allow_unknown: t.crl_allow_unknown.unwrap_or(false),
+            close_revoked: t.close_revoked.unwrap_or(false),
             tls13,
             tls12,
             groups: t.groups,

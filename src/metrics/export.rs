@@ -182,6 +182,13 @@ pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
     );
     family(
         &mut w,
+        "mtlsgate_connections_closed_revoked_total",
+        "counter",
+        "Open connections closed because a reloaded CRL revoked their certificate.",
+        per_listener(names, m, |s| one(s.closed_revoked)),
+    );
+    family(
+        &mut w,
         "mtlsgate_requests_total",
         "counter",
         "HTTP responses by status.",
@@ -291,6 +298,7 @@ fn listener_json(s: &ListenerStats) -> Value {
         "tls_versions": s.versions,
         "connections": {"accepted": s.accepted, "active": s.active, "rejected_max_connections": s.rejected_limit},
         "policy_denied": s.denied,
+        "closed_revoked": s.closed_revoked,
         "requests": s.requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
         "upstream_errors": s.upstream_errors,
     })

@@ -23,6 +23,8 @@ pub struct ListenerStats {
     pub active: i64,
     pub rejected_limit: u64,
     pub denied: u64,
+    /// Open connections closed because a reloaded CRL revoked their certificate.
+    pub closed_revoked: u64,
     pub requests: BTreeMap<u16, u64>,
     pub upstream_errors: BTreeMap<&'static str, u64>,
     /// Tickets not accepted, by cause (filled from the sealers at snapshot time).
@@ -45,6 +47,7 @@ impl Default for ListenerStats {
             active: 0,
             rejected_limit: 0,
             denied: 0,
+            closed_revoked: 0,
             requests: BTreeMap::new(),
             upstream_errors: BTreeMap::new(),
             ticket_failures: BTreeMap::new(),
@@ -66,6 +69,7 @@ impl ListenerStats {
         self.active += o.active;
         self.rejected_limit += o.rejected_limit;
         self.denied += o.denied;
+        self.closed_revoked += o.closed_revoked;
         for (k, v) in &o.requests {
             *self.requests.entry(*k).or_default() += v;
         }

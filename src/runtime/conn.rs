@@ -8,6 +8,7 @@ use crate::proxy::{http, tcp, ConnCtx};
 use crate::tls::{self, TlsStream};
 use rustls::ServerConnection;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 use tokio::time::timeout;
@@ -100,6 +101,13 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         }
     };
     shard.handshake(start.elapsed(), session.resumed, session.version);
+    // Declared after `tls`: dropped first, so the entry goes before the fd does.
+    let _listed = match &session.peer {
+        Some(v) if lc.cfg.tls.close_revoked => {
+            super::revoke::register(&w, idx, v.clone(), tls.tcp().as_raw_fd())
+        }
+        _ => None,
+    };
     if lc.cfg.mode == Mode::Tcp {
         if let Decision::Deny(why) = authz::decide(
             lc.cfg.allow.as_ref(),

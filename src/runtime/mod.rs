@@ -6,6 +6,7 @@ mod conn;
 pub mod listen;
 mod loglimit;
 pub mod reload;
+mod revoke;
 mod systemd;
 mod worker;
 

@@ -36,6 +36,8 @@ pub struct WorkerCtx {
     /// Verified client chains per listener (see `tls::verified`).
     pub verified: Vec<RefCell<VerifiedCache>>,
     pub log_limit: RefCell<LogLimit>,
+    /// Open verified connections, for `close_revoked`.
+    pub open: super::revoke::OpenConns,
 }
 
 fn ring_error(e: io::Error) -> String {
@@ -98,6 +100,7 @@ pub fn run(
             &gw.keys,
             &shards,
         );
+        let listener_count = gw.listeners.len();
         let w = Rc::new(WorkerCtx {
             live: RefCell::new(live),
             verified: gw.listeners.iter().map(|_| RefCell::default()).collect(),
@@ -107,6 +110,7 @@ pub fn run(
             draining: stop.clone(),
             handshaking: Cell::new(0),
             log_limit: RefCell::new(LogLimit::new(10)),
+            open: super::revoke::OpenConns::new(listener_count),
         });
         tokio_uring::spawn(apply_reloads(w.clone(), reload_rx));
         let mut fds = Vec::new();
@@ -190,6 +194,7 @@ async fn apply_reloads(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Reload>
     while let Some(r) = rx.recv().await {
         let live = live_states(&w.gw, &r.tls, &r.keys, &w.shards);
         *w.live.borrow_mut() = live;
+        super::revoke::close_revoked(&w);
     }
 }
 

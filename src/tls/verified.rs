@@ -24,6 +24,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub struct Verified {
     pub peer: PeerId,
     pub xfcc: HeaderValue,
+    leaf: Vec<u8>,
     intermediates: Vec<Vec<u8>>,
     valid_until: i64,
 }
@@ -45,6 +46,21 @@ fn earliest_not_after(intermediates: &[CertificateDer<'_>]) -> Option<i64> {
         let (_, cert) = X509Certificate::from_der(c).ok()?;
         Some(acc.min(cert.validity().not_after.timestamp()))
     })
+}
+
+impl Verified {
+    /// Whether the chain still verifies under `tls`'s (reloaded) CAs and CRLs.
+    pub fn still_valid(&self, tls: &ListenerTls) -> bool {
+        let leaf = CertificateDer::from(self.leaf.as_slice());
+        let rest: Vec<CertificateDer<'_>> = self
+            .intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        tls.verifier
+            .verify_client_cert(&leaf, &rest, UnixTime::now())
+            .is_ok()
+    }
 }
 
 impl VerifiedCache {
@@ -98,6 +114,7 @@ impl VerifiedCache {
         let v = Rc::new(Verified {
             xfcc,
             peer,
+            leaf: leaf.to_vec(),
             intermediates: rest.iter().map(|c| c.to_vec()).collect(),
             valid_until,
         });

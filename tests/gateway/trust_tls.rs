@@ -158,7 +158,13 @@ fn settle(gw: &common::Gateway) -> u64 {
 /// Rewrites the CRL (atomically: a reload never reads half a file) to revoke
 /// `names`, sends SIGHUP and waits until a reload that read it is done.
 fn revoke_and_sighup(gw: &common::Gateway, pki: &Pki, names: &[&str]) {
-    let before = settle(gw);
+    settle(gw);
+    revoke_and_reload(gw, pki, names);
+}
+
+/// The CRL rewrite and SIGHUP of `revoke_and_sighup`, with connections open.
+fn revoke_and_reload(gw: &common::Gateway, pki: &Pki, names: &[&str]) {
+    let before = reloads(gw);
     let serials: Vec<u64> = names.iter().map(|n| pki.leaves[n].serial).collect();
     let crl = pki.ca.crl(&serials, time::Duration::days(7)).unwrap();
     let tmp = pki.dir.join("ca.crl.new");
@@ -256,5 +262,39 @@ fn a_partner_revoked_on_the_second_of_two_reloads_in_a_row_cannot_resume_or_conn
         up.requests().len(),
         served,
         "nothing of the revoked partner's reached the upstream"
+    );
+}
+
+#[test]
+fn with_close_revoked_a_reload_that_revokes_a_partner_closes_its_open_connection() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = common::start(
+        &pki.dir,
+        &common::http_config(&pki, up.addr, "", "close_revoked = true", ""),
+    );
+    let mut revoked = client::partner(&pki, gw.addr());
+    let mut kept = client::connect(
+        gw.addr(),
+        &client::config(&pki, &opts("partner-c")),
+        "localhost",
+    )
+    .unwrap();
+    let get = |s: &mut client::Tls| {
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        client::read_response(s, &mut Vec::new(), false).map(|r| r.status)
+    };
+    assert_eq!(get(&mut revoked).unwrap(), 200);
+    assert_eq!(get(&mut kept).unwrap(), 200);
+    revoke_and_reload(&gw, &pki, &["good"]);
+    assert_eq!(gw.wait_stat("partners", "/closed_revoked", 1), 1);
+    assert!(
+        get(&mut revoked).is_err(),
+        "the revoked partner's connection still serves"
+    );
+    assert_eq!(
+        get(&mut kept).unwrap(),
+        200,
+        "another partner's connection was closed"
     );
 }
