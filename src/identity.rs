@@ -3,6 +3,7 @@
 //! Policy and the upstream header see only `PeerId`, never raw certificates
 //! (as linkerd2-proxy does), so everything that decides access reads one type.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -79,7 +80,7 @@ impl PeerId {
         let cns = cert
             .subject()
             .iter_common_name()
-            .map(attr_text)
+            .map(|a| attr_text(a).map(Cow::into_owned))
             .collect::<Result<_, _>>()?;
         Ok(PeerId {
             subject,
@@ -175,7 +176,7 @@ pub fn rfc4514(name: &X509Name<'_>) -> Result<String, IdentityError> {
 /// The text of a DN attribute value: the string types certificates use
 /// (UTF8, Printable, IA5, Numeric; BMPString as UTF-16), free of control
 /// characters. Any other type is refused (`IdentityError::NotText`).
-fn attr_text(atv: &AttributeTypeAndValue<'_>) -> Result<String, IdentityError> {
+fn attr_text<'a>(atv: &AttributeTypeAndValue<'a>) -> Result<Cow<'a, str>, IdentityError> {
     let v = atv.attr_value();
     let text = if v.tag() == Tag::BmpString {
         if v.data.len() % 2 != 0 {
@@ -185,16 +186,41 @@ fn attr_text(atv: &AttributeTypeAndValue<'_>) -> Result<String, IdentityError> {
             .data
             .chunks_exact(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]])); // ok: chunks of 2
-        char::decode_utf16(units)
-            .collect::<Result<String, _>>()
-            .map_err(|_| IdentityError::NotText(v.tag().0))?
+        Cow::Owned(
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .map_err(|_| IdentityError::NotText(v.tag().0))?,
+        )
     } else {
-        atv.as_str()
-            .map_err(|_| IdentityError::NotText(v.tag().0))?
-            .to_string()
+        Cow::Borrowed(
+            atv.as_str()
+                .map_err(|_| IdentityError::NotText(v.tag().0))?,
+        )
     };
     check_str("subject", &text)?;
     Ok(text)
+}
+
+/// The identity rules of `from_der` alone, without building the identity
+/// (no strings, no digest): what the handshake's verifier needs.
+pub fn check_der(der: &[u8]) -> Result<(), IdentityError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) => check_str("URI SAN", u)?,
+                GeneralName::DNSName(d) => check_str("DNS SAN", d)?,
+                _ => {}
+            }
+        }
+    }
+    for rdn in cert.subject().iter() {
+        for atv in rdn.iter() {
+            attr_text(atv)?;
+        }
+    }
+    Ok(())
 }
 
 fn short_name(oid: &str) -> Option<&'static str> {

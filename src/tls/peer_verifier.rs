@@ -2,7 +2,7 @@
 //! identity rules of `identity`, so a certificate whose names a header could
 //! not carry is refused in the handshake (with an alert), not after it.
 
-use crate::identity::{IdentityError, PeerId};
+use crate::identity::{self, IdentityError};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -45,9 +45,9 @@ impl ClientCertVerifier for PeerVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
         // Only a chain the CA vouches for gets this far, so a stranger can't make
-        // us parse arbitrary DER; the identity is parsed again (once per chain, cached)
-        // after the handshake, where it is kept.
-        PeerId::from_der(end_entity).map_err(refused)?;
+        // us parse arbitrary DER. Checked only: the identity itself is built once
+        // per chain after the handshake (`verified`), where it is kept.
+        identity::check_der(end_entity).map_err(refused)?;
         Ok(ok)
     }
     fn verify_tls12_signature(
