@@ -256,7 +256,7 @@ fn check_forwarded_request(h: &RequestHead, allow_params: bool) {
     }
     let xfcc = hv(OUR_XFCC);
     let mut out = Vec::new();
-    write_request(&mut out, h, Some(&xfcc), &hv(HOST));
+    write_request(&mut out, h, Some(&xfcc), Some(&hv(HOST)));
     let rules = RequestRules {
         max_bytes: out.len() + 1,
         allow_params,

@@ -232,11 +232,13 @@ async fn handle<D: Io>(
         Err(_) => return Next::Close, // the partner went away mid-body
     };
     let mut out = bufpool::big();
+    // Built only for an HTTP/1.0 request without Host: no allocation otherwise.
+    let host = (!req.has_host).then(|| cx.fallback_host());
     head::write_request(
         &mut out,
         &req,
         cx.peer.as_ref().map(|v| &v.xfcc),
-        &cx.fallback_host(),
+        host.as_ref(),
     );
     out.extend_from_slice(&body_start);
     drop(body_start); // held once, in `out`

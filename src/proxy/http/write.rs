@@ -25,18 +25,18 @@ fn push_framing(out: &mut Vec<u8>, body: BodyKind) {
 
 /// The head sent upstream: HTTP/1.1, hop-by-hop and client-supplied XFCC removed,
 /// framing re-stated, the verified identity added; `host` when the partner
-/// (HTTP/1.0) sent none, since HTTP/1.1 requires one.
+/// (HTTP/1.0) sent none, since HTTP/1.1 requires one (ignored otherwise).
 pub fn write_request(
     out: &mut Vec<u8>,
     h: &RequestHead,
     xfcc: Option<&HeaderValue>,
-    host: &HeaderValue,
+    host: Option<&HeaderValue>,
 ) {
     out.extend_from_slice(h.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(h.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !h.has_host {
+    if let (false, Some(host)) = (h.has_host, host) {
         push_header(out, "Host", host);
     }
     for (name, value) in &h.headers {
