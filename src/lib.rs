@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod header;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;
