@@ -1,10 +1,11 @@
 //! Admin listener (plain HTTP, loopback by default): `/metrics` (Prometheus),
-//! `/stats` (JSON), `/healthz` and `/ready`. Runs on its own threads, off the
+//! `/stats` (JSON), `/healthz`, `/ready`, and `POST /reload`. Runs on its own threads, off the
 //! workers' hot path; it asks the workers for their shards only when read.
 //! Each client gets a thread (at most `MAX_CLIENTS` at once), so a slow one
 //! costs only itself and a health check never waits behind it.
 
-use crate::metrics::{export, Registry};
+use crate::metrics::reloads::ReloadInfo;
+use crate::metrics::{export, KeyInfo, Registry};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +72,9 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         let mut req = httparse::Request::new(&mut hs);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
+                if req.method == Some("POST") && req.path == Some("/reload") {
+                    return reload(&mut s, reg);
+                }
                 if req.method != Some("GET") && req.method != Some("HEAD") {
                     return reply(&mut s, false, 405, "text/plain", "method not allowed\n");
                 }
@@ -90,19 +94,19 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     match path.as_str() {
         "/metrics" => {
             let snap = reg.collect(WORKER_WAIT);
-            let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
-            let body = export::prometheus(&reg.listener_names, &snap, &keys);
+            let (keys, reloads) = info(reg);
+            let body = export::prometheus(&snap, &keys, &reloads);
             reply(&mut s, head_only, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
             let snap = reg.collect(WORKER_WAIT);
-            let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
+            let (keys, reloads) = info(reg);
             reply(
                 &mut s,
                 head_only,
                 200,
                 "application/json",
-                &export::stats_json(&reg.listener_names, &snap, &keys),
+                &export::stats_json(&snap, &keys, &reloads),
             )
         }
         "/ready" if reg.draining.load(Ordering::Acquire) => {
@@ -133,12 +137,33 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     }
 }
 
+fn info(reg: &Registry) -> (KeyInfo, ReloadInfo) {
+    let keys = reg.keys.lock().map(|k| k.clone()).unwrap_or_default();
+    let reloads = reg.reloads.lock().map(|r| r.clone()).unwrap_or_default();
+    (keys, reloads)
+}
+
+/// `POST /reload` (what `mtlsgate reload` sends): a whole-config reload,
+/// answered with its outcome once the main thread has applied or refused it.
+fn reload(s: &mut TcpStream, reg: &Registry) {
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    match (reg.reload)() {
+        Some(o) => {
+            let code = if o.result == "ok" { 200 } else { 422 };
+            let body = serde_json::to_string_pretty(&o).unwrap_or_default() + "\n";
+            reply(s, false, code, "application/json", &body)
+        }
+        None => reply(s, false, 503, "text/plain", "the gateway did not answer\n"),
+    }
+}
+
 fn reply(s: &mut TcpStream, head_only: bool, code: u16, ctype: &str, body: &str) {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        422 => "Unprocessable Content",
         _ => "Service Unavailable",
     };
     let head = format!(

@@ -1,4 +1,4 @@
-//! mtlsgate command line: `run`, `check`, `demo`.
+//! mtlsgate command line: `run`, `check`, `reload`, `tune`, `ticket-keys`, `demo`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,6 +36,16 @@ enum Cmd {
         config: PathBuf,
         #[command(flatten)]
         tuning: Tuning,
+    },
+    /// Ask a running gateway to reload its whole config; prints the outcome
+    /// per file. Exit 0: applied; 1: refused (the running config stays).
+    Reload {
+        /// The config file of the running gateway (for its admin address).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The admin listener's address (instead of reading the config).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// sysctl profiles for a gateway host: list, show, diff, verify, apply, revert.
     Tune {
@@ -178,6 +188,15 @@ fn main() -> ExitCode {
             };
         }
         Cmd::TicketKeys { cmd } => ticket_keys(cmd),
+        Cmd::Reload { config, admin } => {
+            match mtlsgate::ctl::admin_addr(admin, config.as_deref())
+                .and_then(mtlsgate::ctl::reload)
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);
             mtlsgate::demo::run(&mtlsgate::demo::DemoOpts {
@@ -197,12 +216,13 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path, t: &Tuning) -> anyhow::Result<()> {
-    let cfg = config::load_with(path, &t.knobs()?)?;
+    let knobs = t.knobs()?;
+    let cfg = config::load_with(path, &knobs)?;
     init_logs(cfg.log_format);
     for w in host_checks(&cfg, t) {
         tracing::warn!("{w}");
     }
-    let gw = Gateway::build(&cfg)?;
+    let gw = Gateway::build(&cfg)?.with_knobs(knobs);
     runtime::run(gw)
 }
 

@@ -48,8 +48,9 @@ fn server_config(o: &FloorOpts, tls12: bool) -> anyhow::Result<Arc<rustls::Serve
     toml.push_str("[upstream.u]\naddrs = [\"127.0.0.1:1\"]\n");
     let path = std::path::Path::new("floor.toml");
     let cfg = mtlsgate::config::parse(path, &toml)?;
-    let l = mtlsgate::tls::server::build(path, 0, &cfg.listeners[0])?; // ok: parse requires a listener
-                                                                       // The gateway's own ticket sealer, as a worker would have it.
+    let files = mtlsgate::plan::files::Files::default();
+    let l = mtlsgate::tls::server::build(&files, path, 0, &cfg.listeners[0])?; // ok: parse requires a listener
+                                                                               // The gateway's own ticket sealer, as a worker would have it.
     let keys = mtlsgate::tls::tickets::KeySet::generate().map_err(anyhow::Error::msg)?;
     Ok(mtlsgate::tls::server::with_tickets(
         &l,

@@ -134,7 +134,7 @@ pub struct HttpRules {
     pub send_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTlsConfig {
     pub ca: PathBuf,
     pub cert: Option<PathBuf>,
@@ -142,7 +142,7 @@ pub struct UpstreamTlsConfig {
     pub server_name: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub addrs: Vec<SocketAddr>,

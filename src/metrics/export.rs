@@ -1,5 +1,6 @@
 //! Renders merged metrics as Prometheus text and as JSON for `/stats`.
 
+use super::reloads::ReloadInfo;
 use super::{merge, KeyInfo, ListenerStats, Snapshot};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -62,9 +63,9 @@ fn one(v: impl ToString) -> Vec<(String, String)> {
     vec![(String::new(), v.to_string())]
 }
 
-pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
-    let merged = merge(names.len(), snap);
-    let m = &merged;
+pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
+    let (names, merged) = merge(snap);
+    let (names, m) = (&names[..], &merged);
     let mut w = String::new();
     let kinds = |s: &ListenerStats| {
         vec![
@@ -203,7 +204,7 @@ pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
     );
     let mut workers = Vec::new();
     for (i, ws) in snap.iter().enumerate() {
-        for (n, s) in names.iter().zip(ws.iter().flatten()) {
+        for (n, s) in ws.iter().flatten() {
             workers.extend(
                 kinds(s)
                     .into_iter()
@@ -254,10 +255,27 @@ pub fn prometheus(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
     );
     family(
         &mut w,
-        "mtlsgate_reloads_total",
+        "mtlsgate_config_reloads_total",
         "counter",
-        "Reloads of TLS material.",
-        one(keys.reloads),
+        "Reload attempts (config, TLS material, ticket keys), by outcome: failed ones left the running plan in force.",
+        vec![
+            ("result=\"ok\"".into(), reloads.ok_total.to_string()),
+            ("result=\"failed\"".into(), reloads.failed_total.to_string()),
+        ],
+    );
+    family(
+        &mut w,
+        "mtlsgate_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the plan in force was applied (start or last successful reload).",
+        one(reloads.last_success_at),
+    );
+    family(
+        &mut w,
+        "mtlsgate_config_generation",
+        "gauge",
+        "Generation of the plan in force (1 at start, +1 per applied reload).",
+        one(reloads.plan.generation),
     );
     w
 }
@@ -304,8 +322,8 @@ fn listener_json(s: &ListenerStats) -> Value {
     })
 }
 
-pub fn stats_json(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
-    let merged = merge(names.len(), snap);
+pub fn stats_json(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
+    let (names, merged) = merge(snap);
     let listeners: Map<String, Value> = names
         .iter()
         .zip(&merged)
@@ -319,7 +337,7 @@ pub fn stats_json(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
             Some(ls) => json!({
                 "worker": i,
                 "answered": true,
-                "listeners": names.iter().zip(ls).map(|(n, s)| (n.clone(), json!({
+                "listeners": ls.iter().map(|(n, s)| (n.clone(), json!({
                     "handshakes": {"full": s.hs_full.len(), "resumed": s.hs_resumed.len()},
                     "failures": s.failures,
                     "connections_active": s.active,
@@ -334,6 +352,12 @@ pub fn stats_json(names: &[String], snap: &Snapshot, keys: &KeyInfo) -> String {
         "last_error": keys.last_error,
         "reloads": keys.reloads,
     });
-    let v = json!({"listeners": listeners, "workers": workers, "ticket_keys": ticket_keys});
+    let reload = json!({
+        "ok_total": reloads.ok_total,
+        "failed_total": reloads.failed_total,
+        "last_success_at": reloads.last_success_at,
+        "last": reloads.last,
+    });
+    let v = json!({"listeners": listeners, "workers": workers, "ticket_keys": ticket_keys, "reload": reload, "plan": reloads.plan});
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 //! snapshotted on request and merged only when the admin endpoint is read.
 
 pub mod export;
+pub mod reloads;
 
 use crate::tls::tickets::TicketCounters;
 use hdrhistogram::Histogram;
@@ -82,9 +83,13 @@ impl ListenerStats {
     }
 }
 
-/// A worker's shard: one `ListenerStats` per listener, by listener index.
+/// A worker's shard: one `ListenerStats` per listener name ever served (a
+/// listener a reload removed keeps its counters until the process ends).
+#[derive(Default)]
 pub struct WorkerMetrics {
-    pub listeners: Vec<ListenerStats>,
+    pub listeners: Vec<(String, ListenerStats)>,
+    /// Per listener, like `listeners`; written by this worker's ticket sealers only.
+    tickets: Vec<Arc<TicketCounters>>,
 }
 
 /// Handle used on the hot path: a cheap, thread-local reference to one listener's stats.
@@ -97,7 +102,7 @@ pub struct Shard {
 impl Shard {
     pub fn with<R>(&self, f: impl FnOnce(&mut ListenerStats) -> R) -> R {
         let mut m = self.inner.borrow_mut();
-        f(&mut m.listeners[self.idx]) // ok: idx < listeners.len() by construction in `Shards::new`
+        f(&mut m.listeners[self.idx].1) // ok: idx < listeners.len(): entries are never removed
     }
 
     pub fn handshake(&self, took: Duration, resumed: bool, version: &'static str) {
@@ -124,32 +129,43 @@ impl Shard {
     pub fn upstream_error(&self, kind: &'static str) {
         self.with(|s| *s.upstream_errors.entry(kind).or_default() += 1);
     }
+
+    /// The counters this listener's ticket sealer on this worker writes.
+    pub fn tickets(&self) -> Arc<TicketCounters> {
+        self.inner.borrow().tickets[self.idx].clone() // ok: same index as `listeners`
+    }
 }
 
 /// All shards of one worker.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Shards {
     inner: Rc<RefCell<WorkerMetrics>>,
-    /// Per listener; written by this worker's ticket sealers only.
-    pub tickets: Rc<Vec<Arc<TicketCounters>>>,
 }
 
 impl Shards {
-    pub fn new(listeners: usize) -> Self {
-        Shards {
-            inner: Rc::new(RefCell::new(WorkerMetrics {
-                listeners: (0..listeners).map(|_| ListenerStats::default()).collect(),
-            })),
-            tickets: Rc::new((0..listeners).map(|_| Arc::default()).collect()),
-        }
-    }
-
     /// Connections open on this worker, all listeners.
     pub fn open_connections(&self) -> i64 {
-        self.inner.borrow().listeners.iter().map(|s| s.active).sum()
+        self.inner
+            .borrow()
+            .listeners
+            .iter()
+            .map(|(_, s)| s.active)
+            .sum()
     }
 
-    pub fn listener(&self, idx: usize) -> Shard {
+    /// The shard of the listener called `name`, made on first use. Resolved
+    /// once per accepted connection (a scan of a few names), not per event.
+    pub fn listener(&self, name: &str) -> Shard {
+        let mut m = self.inner.borrow_mut();
+        let idx = match m.listeners.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                m.listeners
+                    .push((name.to_string(), ListenerStats::default()));
+                m.tickets.push(Arc::default());
+                m.listeners.len() - 1
+            }
+        };
         Shard {
             inner: self.inner.clone(),
             idx,
@@ -157,10 +173,11 @@ impl Shards {
     }
 
     /// Answers snapshot requests from the admin thread until it goes away.
-    pub async fn serve(self, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Vec<ListenerStats>>>) {
+    pub async fn serve(self, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<WorkerSnapshot>>) {
         while let Some(reply) = rx.recv().await {
-            let mut snap = self.inner.borrow().listeners.clone();
-            for (s, t) in snap.iter_mut().zip(self.tickets.iter()) {
+            let m = self.inner.borrow();
+            let mut snap = m.listeners.clone();
+            for ((_, s), t) in snap.iter_mut().zip(m.tickets.iter()) {
                 let load =
                     |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 s.ticket_failures
@@ -168,17 +185,24 @@ impl Shards {
                 s.ticket_failures.insert("expired", load(&t.expired));
                 s.ticket_failures.insert("malformed", load(&t.malformed));
             }
+            drop(m);
             let _ = reply.send(snap);
         }
     }
 }
 
+/// One worker's stats, per listener name.
+pub type WorkerSnapshot = Vec<(String, ListenerStats)>;
+
 /// What the admin thread holds: a way to ask every worker for its shard.
 pub struct Registry {
-    pub listener_names: Vec<String>,
     /// Ticket keys in use (written by the main thread on load/rotation).
     pub keys: Arc<Mutex<KeyInfo>>,
-    pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<Vec<ListenerStats>>>>,
+    pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<WorkerSnapshot>>>,
+    /// Reload outcomes and the plan in force (written by the main thread).
+    pub reloads: Arc<Mutex<reloads::ReloadInfo>>,
+    /// Asks the main thread for a whole-config reload and waits for its outcome.
+    pub reload: Box<dyn Fn() -> Option<reloads::Outcome> + Send + Sync>,
     /// Set at SIGTERM: `/ready` answers 503 so a load balancer stops sending.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -192,12 +216,13 @@ pub struct KeyInfo {
     /// Unix time of the last successful load or rotation.
     pub loaded_at: i64,
     pub last_error: Option<String>,
-    /// Completed reloads of TLS material (SIGHUP or a changed file).
+    /// Finished reload attempts, applied or not (SIGHUP, admin, a changed
+    /// file); kept here so a script can wait for "the next one is done".
     pub reloads: u64,
 }
 
 /// Per-worker snapshots, in worker order (`None` for a worker that did not answer).
-pub type Snapshot = Vec<Option<Vec<ListenerStats>>>;
+pub type Snapshot = Vec<Option<WorkerSnapshot>>;
 
 impl Registry {
     /// Asks each worker for its shard, waiting up to `timeout` for each.
@@ -232,13 +257,21 @@ impl Registry {
     }
 }
 
-/// Merges per-worker snapshots into one `ListenerStats` per listener.
-pub fn merge(names: usize, snap: &Snapshot) -> Vec<ListenerStats> {
-    let mut out: Vec<ListenerStats> = (0..names).map(|_| ListenerStats::default()).collect();
+/// Merges per-worker snapshots into one `ListenerStats` per listener name, in
+/// the order the names were first seen.
+pub fn merge(snap: &Snapshot) -> (Vec<String>, Vec<ListenerStats>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut out: Vec<ListenerStats> = Vec::new();
     for w in snap.iter().flatten() {
-        for (o, s) in out.iter_mut().zip(w) {
-            o.merge(s);
+        for (n, s) in w {
+            match names.iter().position(|x| x == n) {
+                Some(i) => out[i].merge(s), // ok: names and out grow together
+                None => {
+                    names.push(n.clone());
+                    out.push(s.clone());
+                }
+            }
         }
     }
-    out
+    (names, out)
 }

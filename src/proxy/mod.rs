@@ -8,18 +8,32 @@ pub mod upstream;
 
 use crate::header::HeaderValue;
 use crate::metrics::Shard;
-use crate::runtime::ListenerCtx;
+use crate::plan::{Listener, Plan};
 use crate::tls::verified::Verified;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use upstream::Pool;
+
+/// What a worker serves new requests with: a plan, and this worker's pools
+/// for its upstreams (indexed like `Plan::upstreams`).
+pub struct View {
+    pub plan: Arc<Plan>,
+    pub pools: Vec<Rc<Pool>>,
+}
+
+/// A worker's current view, swapped whole on reload; each request reads it once.
+pub type Current = Rc<RefCell<Rc<View>>>;
 
 /// Everything one connection needs after its handshake.
 pub struct ConnCtx<'a> {
-    pub listener: &'a ListenerCtx,
+    /// The listener as planned when the connection started: its timeouts and
+    /// limits hold for the whole connection.
+    pub listener: &'a Listener,
+    pub current: Current,
     pub shard: Shard,
-    /// One pool per upstream, indexed like `Gateway::upstreams`.
-    pub pools: Rc<Vec<Rc<Pool>>>,
+    /// Set when the process drains or a reload removes the listener.
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// The verified partner (none only with `client_auth = "optional"`).
     pub peer: Option<Rc<Verified>>,
@@ -30,6 +44,15 @@ pub struct ConnCtx<'a> {
 }
 
 impl ConnCtx<'_> {
+    /// The view a new request runs under, and the connection's listener in it;
+    /// `None` once a reload removed the listener (or changed its mode).
+    pub fn now(&self) -> Option<(Rc<View>, usize)> {
+        let v = self.current.borrow().clone();
+        let i = v.plan.listener(&self.listener.cfg.name)?;
+        (v.plan.listeners[i].cfg.mode == self.listener.cfg.mode).then_some((v, i))
+        // ok: `i` was just found
+    }
+
     pub fn peer_label(&self) -> &str {
         self.peer.as_ref().map_or("-", |v| v.peer.label())
     }

@@ -69,10 +69,15 @@ async fn idle_watch(last: &Cell<Instant>, idle: Duration) {
 
 pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     let l = cx.listener;
-    let Some(up_idx) = l.default_upstream else {
+    // The upstream as planned now (a reload may have changed it).
+    let Some((view, now)) = cx.now() else {
+        down.abort();
+        return;
+    };
+    let up = view.plan.listeners[now].default_upstream; // ok: `now` indexes this plan
+    let Some(pool) = up.and_then(|u| view.pools.get(u)) else {
         return; // ok: config validation requires an upstream for tcp listeners
     };
-    let pool = &cx.pools[up_idx];
     let lease = match pool.get(true).await {
         Ok(l) => l,
         Err(e) => {

@@ -2,8 +2,7 @@
 //! per-worker keep-alive pool per upstream, bounded in size.
 
 use super::io::Io;
-use crate::config::UpstreamConfig;
-use crate::tls::client::UpstreamTls;
+use crate::plan::Upstream;
 use crate::tls::TlsStream;
 use rustls::ClientConnection;
 use std::cell::{Cell, RefCell};
@@ -14,12 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use tokio_uring::net::TcpStream;
-
-/// An upstream as configured, with its TLS client config (shared, immutable).
-pub struct UpstreamCtx {
-    pub cfg: Arc<UpstreamConfig>,
-    pub tls: Option<UpstreamTls>,
-}
 
 pub enum UpConn {
     Plain(TcpStream),
@@ -120,7 +113,7 @@ impl UpError {
 /// The TCP connect runs until the kernel finishes it: dropping an io_uring
 /// connect early would leave its socket behind, so callers bound their own
 /// wait instead (see `Pool::get`). The TLS handshake is bounded here.
-pub async fn connect(ctx: &UpstreamCtx, start: usize) -> Result<UpConn, UpError> {
+pub async fn connect(ctx: &Upstream, start: usize) -> Result<UpConn, UpError> {
     let cfg = &ctx.cfg;
     let mut last = UpError::Refused;
     for i in 0..cfg.addrs.len() {
@@ -160,7 +153,7 @@ pub async fn connect(ctx: &UpstreamCtx, start: usize) -> Result<UpConn, UpError>
 
 /// Idle connections and a count of all open ones, for one upstream on one worker.
 pub struct Pool {
-    pub ctx: Arc<UpstreamCtx>,
+    pub ctx: Arc<Upstream>,
     idle: RefCell<Vec<UpConn>>,
     open: Cell<usize>,
     next_addr: Cell<usize>,
@@ -214,7 +207,7 @@ impl Pool {
         self.freed.notify_one();
     }
 
-    pub fn new(ctx: Arc<UpstreamCtx>) -> Rc<Pool> {
+    pub fn new(ctx: Arc<Upstream>) -> Rc<Pool> {
         Rc::new(Pool {
             ctx,
             idle: RefCell::new(Vec::new()),

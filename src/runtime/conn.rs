@@ -1,9 +1,10 @@
 //! One partner connection: timed handshake, identity and re-check of resumed
 //! sessions, listener policy, then the http or tcp proxy.
 
-use super::worker::WorkerCtx;
+use super::worker::{Gen, WorkerCtx};
 use crate::authz::{self, Decision};
 use crate::config::Mode;
+use crate::metrics::Shard;
 use crate::proxy::{http, tcp, ConnCtx};
 use crate::tls::{self, TlsStream};
 use rustls::ServerConnection;
@@ -11,18 +12,31 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
+use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_uring::net::TcpStream;
 
-/// Keeps the per-listener open-connection count right however the task ends.
-struct Active {
-    w: Rc<WorkerCtx>,
-    idx: usize,
+/// A connection as the accept loop hands it over.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// The generation it began in: its TLS state and listener settings.
+    pub gen: Rc<Gen>,
+    /// The listener's index in `gen`'s plan.
+    pub idx: usize,
+    pub shard: Shard,
+    /// The listener run that accepted it, and the run's drain signal.
+    pub run: u64,
+    pub name: Rc<str>,
+    pub draining: watch::Receiver<bool>,
 }
+
+/// Keeps the per-listener open-connection count right however the task ends.
+struct Active(Shard);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.w.shards.listener(self.idx).with(|s| s.active -= 1);
+        self.0.with(|s| s.active -= 1);
     }
 }
 
@@ -37,16 +51,22 @@ fn log_refused(w: &WorkerCtx, listener: &str, addr: SocketAddr, reason: &str, de
     }
 }
 
-pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<WorkerCtx>) {
-    let _active = Active { w: w.clone(), idx };
+pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
+    let Accepted {
+        stream,
+        addr,
+        gen,
+        idx,
+        shard,
+        run,
+        name,
+        draining,
+    } = a;
+    let _active = Active(shard.clone());
     let start = Instant::now();
-    let lc = &w.gw.listeners[idx];
-    let shard = w.shards.listener(idx);
-    let (ltls, config) = {
-        let live = w.live.borrow();
-        let l = &live[idx]; // ok: one live state per listener, built with the worker
-        (l.tls.clone(), l.config.clone())
-    };
+    let lc = &gen.view.plan.listeners[idx]; // ok: the accept loop found idx in this plan
+    let live = &gen.live[idx]; // ok: live is indexed like the plan's listeners
+    let (ltls, config) = (live.state.tls.clone(), live.config.clone());
     let conn = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {
@@ -83,7 +103,7 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
         }
         return;
     }
-    let checked = tls.with_conn(|c| tls::session(c, &ltls, &mut w.verified[idx].borrow_mut()));
+    let checked = tls.with_conn(|c| tls::session(c, &ltls, &mut live.state.verified.borrow_mut()));
     let session = match checked {
         Ok(s) => s,
         Err(reason) => {
@@ -102,12 +122,8 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     };
     shard.handshake(start.elapsed(), session.resumed, session.version);
     // Declared after `tls`: dropped first, so the entry goes before the fd does.
-    let _listed = match &session.peer {
-        Some(v) if lc.cfg.tls.close_revoked => {
-            super::revoke::register(&w, idx, v.clone(), tls.tcp().as_raw_fd())
-        }
-        _ => None,
-    };
+    let listed = super::open::register(&w, run, name, tls.tcp().as_raw_fd());
+    listed.set_peer(session.peer.clone());
     if lc.cfg.mode == Mode::Tcp {
         if let Decision::Deny(why) = authz::decide(
             lc.cfg.allow.as_ref(),
@@ -122,13 +138,13 @@ pub async fn serve(stream: TcpStream, addr: SocketAddr, idx: usize, w: Rc<Worker
     }
     let cx = ConnCtx {
         listener: lc,
+        current: w.current.clone(),
         shard,
-        pools: w.pools.clone(),
-        draining: w.draining.clone(),
+        draining,
         peer: session.peer,
         peer_addr: addr,
         sni: session.sni,
-        log_requests: w.gw.log_requests,
+        log_requests: gen.view.plan.config.log_requests,
     };
     match lc.cfg.mode {
         Mode::Http => http::serve(&tls, &cx).await,

@@ -2,52 +2,30 @@
 //! pinned io_uring worker per core plus the admin thread, handle signals,
 //! drain on shutdown, and exit non-zero if a worker dies.
 
+mod accept;
 mod conn;
 pub mod listen;
 mod loglimit;
+mod open;
 pub mod reload;
-mod revoke;
 mod systemd;
 mod worker;
 
-use crate::authz::AllowList;
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError};
 use crate::metrics::Registry;
-use crate::proxy::upstream::UpstreamCtx;
-use crate::tls::server::ListenerTls;
+use crate::plan::Plan;
 use crate::tls::tickets::KeySet;
-use std::net::SocketAddr;
+use crate::tune::profile::Knobs;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-pub struct Route {
-    /// Without trailing `/`; empty for `/`.
-    pub prefix: String,
-    pub case_insensitive: bool,
-    pub upstream: usize,
-    pub allow: Option<AllowList>,
-}
-
-/// A listener with its TLS state, immutable and shared by all workers.
-pub struct ListenerCtx {
-    pub idx: usize,
-    pub cfg: ListenerConfig,
-    /// TLS state at start-up; workers hold the live one (replaced on reload).
-    pub tls: Arc<ListenerTls>,
-    pub default_upstream: Option<usize>,
-    pub routes: Vec<Route>,
-}
-
-/// The whole validated gateway: what `check` verifies and `run` serves.
+/// What `check` verifies and `run` serves: the first plan and the ticket keys.
 pub struct Gateway {
-    pub listeners: Vec<ListenerCtx>,
-    pub upstreams: Vec<Arc<UpstreamCtx>>,
-    pub log_requests: bool,
-    pub workers: usize,
-    pub admin: Option<SocketAddr>,
-    pub config: Config,
+    pub plan: Arc<Plan>,
     /// Ticket keys at start-up (from the key file, or random).
     pub keys: Arc<KeySet>,
+    /// The tuning profile's defaults, applied again to a reloaded config.
+    pub knobs: Knobs,
     /// Human-readable lines about the loaded material (for `check`).
     pub summary: Vec<String>,
 }
@@ -55,82 +33,46 @@ pub struct Gateway {
 impl Gateway {
     /// Loads every certificate, key, CA and CRL the config names.
     pub fn build(cfg: &Config) -> Result<Gateway, ConfigError> {
-        let file = cfg.path.as_path();
-        let names: Vec<&String> = cfg.upstreams.keys().collect();
-        let mut summary = Vec::new();
-        let mut upstreams = Vec::new();
-        for u in cfg.upstreams.values() {
-            let tls = match &u.tls {
-                Some(t) => {
-                    let ut = crate::tls::client::build(file, &u.name, t)?;
-                    summary.extend(
-                        ut.summary
-                            .iter()
-                            .map(|s| format!("upstream {}: {s}", u.name)),
-                    );
-                    Some(ut)
-                }
-                None => None,
-            };
-            upstreams.push(Arc::new(UpstreamCtx {
-                cfg: u.clone(),
-                tls,
-            }));
-        }
-        let index = |name: &str| names.iter().position(|n| n.as_str() == name);
-        let mut listeners = Vec::new();
-        for (idx, l) in cfg.listeners.iter().enumerate() {
-            let tls = crate::tls::server::build(file, idx, l)?;
-            summary.extend(
-                tls.summary
-                    .iter()
-                    .map(|s| format!("listener {}: {s}", l.name)),
-            );
-            let routes = l
-                .routes
-                .iter()
-                .filter_map(|r| {
-                    Some(Route {
-                        prefix: r.path_prefix.clone(),
-                        case_insensitive: r.case_insensitive,
-                        upstream: index(&r.upstream)?,
-                        allow: r.allow.clone(),
-                    })
-                })
-                .collect();
-            listeners.push(ListenerCtx {
-                idx,
-                cfg: l.clone(),
-                tls: Arc::new(tls),
-                default_upstream: l.upstream.as_deref().and_then(index),
-                routes,
-            });
-        }
-        let keys = match &cfg.tickets.key_file {
-            Some(p) => {
-                let k = KeySet::load(p).map_err(|e| ConfigError::new(file, "ticket_keys", e))?;
-                let ids: Vec<String> = k.ids().iter().map(|(s, i)| format!("{s}={i}")).collect();
-                summary.push(format!("ticket keys {}: {}", p.display(), ids.join(" ")));
-                k
-            }
-            None => KeySet::generate().map_err(|e| ConfigError::new(file, "ticket_keys", e))?,
-        };
+        let plan = Plan::build(cfg, 1, None).map_err(|f| f.error)?;
+        let (keys, line) = load_keys(cfg)?;
+        let mut summary = plan.summary.clone();
+        summary.extend(line);
         Ok(Gateway {
-            config: cfg.clone(),
+            plan: Arc::new(plan),
             keys: Arc::new(keys),
-            listeners,
-            upstreams,
-            log_requests: cfg.log_requests,
-            workers: cfg.workers,
-            admin: cfg.admin_bind,
+            knobs: Knobs::default(),
             summary,
         })
     }
+
+    pub fn with_knobs(self, knobs: Knobs) -> Gateway {
+        Gateway { knobs, ..self }
+    }
 }
 
-enum Event {
+/// The ticket keys `cfg` asks for (the key file's, or fresh random ones), and
+/// a line for `check` about where they came from.
+pub fn load_keys(cfg: &Config) -> Result<(KeySet, Option<String>), ConfigError> {
+    let file = cfg.path.as_path();
+    match &cfg.tickets.key_file {
+        Some(p) => {
+            let k = KeySet::load(p).map_err(|e| ConfigError::new(file, "ticket_keys", e))?;
+            let ids: Vec<String> = k.ids().iter().map(|(s, i)| format!("{s}={i}")).collect();
+            let line = format!("ticket keys {}: {}", p.display(), ids.join(" "));
+            Ok((k, Some(line)))
+        }
+        None => Ok((
+            KeySet::generate().map_err(|e| ConfigError::new(file, "ticket_keys", e))?,
+            None,
+        )),
+    }
+}
+
+pub(crate) enum Event {
     Signal(i32),
     WorkerExit(usize, Result<(), String>),
+    /// `POST /reload` on the admin listener: reload, then send the outcome.
+    Reload(mpsc::Sender<crate::metrics::reloads::Outcome>),
 }
 
 /// Sends `WorkerExit` when the worker thread ends, even by panic.
@@ -152,12 +94,13 @@ impl Drop for ExitGuard {
 
 /// Serves until SIGINT/SIGTERM (then drains) or until a worker dies (error).
 pub fn run(gw: Gateway) -> anyhow::Result<()> {
-    worker::probe_ring(&gw).map_err(anyhow::Error::msg)?;
-    let gw = Arc::new(gw);
-    let n = gw.workers;
+    let cfg = &gw.plan.config;
+    worker::probe_ring(cfg).map_err(anyhow::Error::msg)?;
+    let n = cfg.workers;
     // Bind everything first so address errors surface before any thread starts.
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
-    for l in &gw.listeners {
+    let mut per_worker: Vec<Vec<(String, std::net::TcpListener)>> =
+        (0..n).map(|_| Vec::new()).collect();
+    for l in &gw.plan.listeners {
         let socks = listen::bind_all(l.cfg.bind, n, l.cfg.backlog, l.cfg.nodelay).map_err(|e| {
             anyhow::anyhow!(
                 "listener {:?}: cannot listen on {}: {e}",
@@ -166,10 +109,10 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             )
         })?;
         for (w, s) in per_worker.iter_mut().zip(socks) {
-            w.push(s);
+            w.push((l.cfg.name.clone(), s));
         }
     }
-    let admin = match gw.admin {
+    let admin = match cfg.admin_bind {
         Some(a) => Some(
             std::net::TcpListener::bind(a)
                 .map_err(|e| anyhow::anyhow!("admin: cannot listen on {a}: {e}"))?,
@@ -180,18 +123,23 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut metric_txs = Vec::new();
-    let mut reload_txs = Vec::new();
+    let mut update_txs = Vec::new();
     for (id, socks) in per_worker.into_iter().enumerate() {
         let (mtx, mrx) = tokio::sync::mpsc::unbounded_channel();
         metric_txs.push(mtx);
-        let (rtx, rrx) = tokio::sync::mpsc::unbounded_channel();
-        reload_txs.push(rtx);
+        let (utx, urx) = tokio::sync::mpsc::unbounded_channel();
+        update_txs.push(utx);
         let core = if cores.is_empty() {
             None
         } else {
             Some(cores[id % cores.len()])
         };
-        let (gw, stop_rx, tx) = (gw.clone(), stop_rx.clone(), tx.clone());
+        let first = worker::Update {
+            plan: gw.plan.clone(),
+            keys: gw.keys.clone(),
+            sockets: socks,
+        };
+        let (stop_rx, tx) = (stop_rx.clone(), tx.clone());
         std::thread::Builder::new()
             .name(format!("mtlsgate-w{id}"))
             .spawn(move || {
@@ -200,21 +148,26 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                     tx,
                     result: None,
                 };
-                guard.result = Some(worker::run(id, core, gw, socks, stop_rx, mrx, rrx));
+                guard.result = Some(worker::run(id, core, first, stop_rx, mrx, urx));
             })
             .map_err(|e| anyhow::anyhow!("cannot start worker thread: {e}"))?;
     }
-    let mut reloader = reload::Reloader::new(gw.clone(), reload_txs);
+    let mut reloader = reload::Reloader::new(&gw, update_txs);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(a) = admin {
-        let names = gw.listeners.iter().map(|l| l.cfg.name.clone()).collect();
+        let reload_tx = std::sync::Mutex::new(tx.clone());
         crate::admin::spawn(
             a,
             Registry {
-                listener_names: names,
                 keys: reloader.info.clone(),
+                reloads: reloader.reloads.clone(),
                 workers: metric_txs,
                 draining: draining.clone(),
+                reload: Box::new(move || {
+                    let (otx, orx) = mpsc::channel();
+                    reload_tx.lock().ok()?.send(Event::Reload(otx)).ok()?;
+                    orx.recv_timeout(Duration::from_secs(60)).ok()
+                }),
             },
         )?;
     }
@@ -236,10 +189,10 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("cannot start signal thread: {e}"))?;
     drop(tx);
-    for l in &gw.listeners {
+    for l in &gw.plan.listeners {
         tracing::info!(listener = %l.cfg.name, bind = %l.cfg.bind, mode = ?l.cfg.mode, workers = n, "listening");
     }
-    if let Some(a) = gw.admin {
+    if let Some(a) = cfg.admin_bind {
         tracing::info!(bind = %a, "admin listening");
     }
     systemd::ready();
@@ -248,7 +201,12 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => reloader.tick(),
             Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
                 systemd::reloading();
-                reloader.reload("SIGHUP");
+                reloader.reload_config("SIGHUP");
+                systemd::ready();
+            }
+            Ok(Event::Reload(reply)) => {
+                systemd::reloading();
+                let _ = reply.send(reloader.reload_config("admin"));
                 systemd::ready();
             }
             Ok(Event::Signal(s)) => {
@@ -270,7 +228,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             }
         }
     }
-    let deadline = std::time::Instant::now() + gw.config.drain_timeout + Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + reloader.drain_timeout() + Duration::from_secs(2);
     let mut left = n;
     while left > 0 {
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
@@ -284,6 +242,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 tracing::warn!("second signal: exiting without waiting for the drain");
                 break;
             }
+            Ok(Event::Reload(_)) => {} // dropped: the caller sees no answer
             Err(_) => {
                 tracing::warn!(workers_left = left, "drain timed out");
                 break;

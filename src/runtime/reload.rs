@@ -1,72 +1,194 @@
-//! Live reload of TLS material without dropping connections: on SIGHUP, or
-//! when the ticket-key file or a CRL file changes (polled once a second), the
-//! main thread reloads them and sends each worker the new state; in-memory
-//! ticket keys rotate on schedule. A bad file is reported and the old state kept.
+//! Reloads, on the main thread: a whole-config reload (SIGHUP, `POST /reload`)
+//! re-reads the config file; a changed CRL or ticket-key file (polled once a
+//! second, applied only once it is stable) reloads the material the running
+//! config names. Either way a complete new `Plan` is built and checked before
+//! any worker sees it; if anything fails, the running plan stays and the
+//! outcome says which file and key. In-memory ticket keys rotate on schedule.
 
+use super::listen;
+use super::worker::Update;
 use super::Gateway;
+use crate::config::{Config, ConfigError};
+use crate::metrics::reloads::{CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo};
 use crate::metrics::KeyInfo;
-use crate::tls::server::ListenerTls;
+use crate::plan::files::{stamp, Stamp};
+use crate::plan::{Failed, Plan};
+use crate::tls::material::now_secs;
 use crate::tls::tickets::KeySet;
-use std::os::unix::fs::MetadataExt;
+use crate::tune::profile::Knobs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// What a worker swaps in: each listener's TLS state and the ticket keys.
-pub struct Reload {
-    pub tls: Vec<Arc<ListenerTls>>,
-    pub keys: Arc<KeySet>,
+/// A watched file: the version last acted on, and a new one seen once (acted
+/// on when the next poll sees it unchanged: a writer may not be done yet).
+struct Watch {
+    path: PathBuf,
+    applied: Stamp,
+    pending: Option<Stamp>,
 }
 
-type Stamp = Option<(i64, i64, u64, u64)>;
-
-fn stamp(p: &PathBuf) -> Stamp {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.mtime(), m.mtime_nsec(), m.len(), m.ino()))
+/// Where a listener's sockets are bound; a reload keeps them when this holds.
+#[derive(PartialEq)]
+struct Bound {
+    name: String,
+    bind: std::net::SocketAddr,
+    backlog: u32,
+    nodelay: bool,
 }
 
 pub struct Reloader {
-    gw: Arc<Gateway>,
-    workers: Vec<UnboundedSender<Reload>>,
-    pub info: Arc<Mutex<KeyInfo>>,
+    plan: Arc<Plan>,
     keys: Arc<KeySet>,
-    tls: Vec<Arc<ListenerTls>>,
-    watched: Vec<(PathBuf, Stamp)>,
+    knobs: Knobs,
+    workers: Vec<UnboundedSender<Update>>,
+    bound: Vec<Bound>,
+    pub info: Arc<Mutex<KeyInfo>>,
+    pub reloads: Arc<Mutex<ReloadInfo>>,
+    watched: Vec<Watch>,
     rotated_at: Instant,
 }
 
+fn bound(plan: &Plan) -> Vec<Bound> {
+    plan.listeners
+        .iter()
+        .map(|l| Bound {
+            name: l.cfg.name.clone(),
+            bind: l.cfg.bind,
+            backlog: l.cfg.backlog,
+            nodelay: l.cfg.nodelay,
+        })
+        .collect()
+}
+
+/// The CRL files and the ticket-key file: those change without an operator's SIGHUP.
+fn watch_list(plan: &Plan) -> Vec<Watch> {
+    let c = &plan.config;
+    let mut paths: Vec<PathBuf> = c.tickets.key_file.iter().cloned().collect();
+    for l in &c.listeners {
+        paths.extend(l.tls.crls.iter().cloned());
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .map(|path| Watch {
+            applied: plan.files.stamp_of(&path).or_else(|| stamp(&path)),
+            path,
+            pending: None,
+        })
+        .collect()
+}
+
+fn plan_info(p: &Plan) -> PlanInfo {
+    let mut certs = Vec::new();
+    let mut crls = Vec::new();
+    let row = |scope: String, m: &crate::tls::server::Material| CertRow {
+        scope,
+        kind: m.kind,
+        path: m.path.display().to_string(),
+        subject: m.info.subject.clone(),
+        sha256: m.info.sha256.clone(),
+        not_before: m.info.not_before,
+        not_after: m.info.not_after,
+    };
+    for l in &p.listeners {
+        certs.extend(
+            l.tls
+                .certs
+                .iter()
+                .map(|m| row(format!("listener {}", l.cfg.name), m)),
+        );
+        crls.extend(l.tls.crls.iter().map(|(path, c)| CrlRow {
+            listener: l.cfg.name.clone(),
+            path: path.display().to_string(),
+            issuer: c.issuer.clone(),
+            this_update: c.this_update,
+            next_update: c.next_update,
+        }));
+    }
+    for u in &p.upstreams {
+        if let Some(t) = &u.tls {
+            certs.extend(
+                t.certs
+                    .iter()
+                    .map(|m| row(format!("upstream {}", u.cfg.name), m)),
+            );
+        }
+    }
+    PlanInfo {
+        generation: p.generation,
+        loaded_at: p.loaded_at,
+        listeners: p.listeners.iter().map(|l| l.cfg.name.clone()).collect(),
+        upstreams: p.upstreams.iter().map(|u| u.cfg.name.clone()).collect(),
+        certs,
+        crls,
+    }
+}
+
+/// Top-level settings a running process cannot change.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |key: &str, changed: bool| {
+        if changed {
+            out.push(key.to_string());
+        }
+    };
+    diff("workers", old.workers != new.workers);
+    diff("admin", old.admin_bind != new.admin_bind);
+    diff("log_format", old.log_format != new.log_format);
+    diff("ring_entries", old.ring_entries != new.ring_entries);
+    diff("sqpoll_idle_ms", old.sqpoll_idle_ms != new.sqpoll_idle_ms);
+    diff("nofile", old.nofile != new.nofile);
+    out
+}
+
+fn file_rows(read: &[(PathBuf, crate::plan::files::Loaded)]) -> Vec<FileOutcome> {
+    read.iter()
+        .map(|(p, l)| FileOutcome {
+            path: p.display().to_string(),
+            key: l.key.clone(),
+            sha256: Some(l.sha256.clone()),
+            error: None,
+        })
+        .collect()
+}
+
 impl Reloader {
-    pub fn new(gw: Arc<Gateway>, workers: Vec<UnboundedSender<Reload>>) -> Reloader {
-        let keys = gw.keys.clone();
-        let source = match &gw.config.tickets.key_file {
+    pub fn new(gw: &Gateway, workers: Vec<UnboundedSender<Update>>) -> Reloader {
+        let plan = gw.plan.clone();
+        let source = match &plan.config.tickets.key_file {
             Some(p) => format!("file:{}", p.display()),
             None => "memory".to_string(),
         };
         let info = KeyInfo {
             source,
-            ids: keys.ids(),
-            loaded_at: crate::tls::material::now_secs(),
+            ids: gw.keys.ids(),
+            loaded_at: now_secs(),
             last_error: None,
             reloads: 0,
         };
-        let mut watched: Vec<PathBuf> = gw.config.tickets.key_file.iter().cloned().collect();
-        for l in &gw.config.listeners {
-            watched.extend(l.tls.crls.iter().cloned());
-        }
+        let reloads = ReloadInfo {
+            last_success_at: plan.loaded_at,
+            plan: plan_info(&plan),
+            ..Default::default()
+        };
         Reloader {
-            tls: gw.listeners.iter().map(|l| l.tls.clone()).collect(),
-            watched: watched
-                .into_iter()
-                .map(|p| (p.clone(), stamp(&p)))
-                .collect(),
-            gw,
+            watched: watch_list(&plan),
+            bound: bound(&plan),
+            keys: gw.keys.clone(),
+            knobs: gw.knobs.clone(),
+            plan,
             workers,
             info: Arc::new(Mutex::new(info)),
-            keys,
+            reloads: Arc::new(Mutex::new(reloads)),
             rotated_at: Instant::now(),
         }
+    }
+
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        self.plan.config.drain_timeout
     }
 
     fn set_info(&self, f: impl FnOnce(&mut KeyInfo)) {
@@ -75,28 +197,26 @@ impl Reloader {
         }
     }
 
-    fn broadcast(&self) {
-        for w in &self.workers {
-            let _ = w.send(Reload {
-                tls: self.tls.clone(),
-                keys: self.keys.clone(),
-            });
-        }
-    }
-
-    /// Once a second: reload on a changed file; rotate in-memory keys when due.
+    /// Once a second: reload when a watched file changed and has stayed the
+    /// same since the last poll; rotate in-memory keys when due.
     pub fn tick(&mut self) {
-        let changed: Vec<String> = self
-            .watched
-            .iter()
-            .filter(|(p, s)| stamp(p) != *s)
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        if !changed.is_empty() {
-            self.reload(&format!("changed: {}", changed.join(", ")));
+        let mut changed = Vec::new();
+        for w in &mut self.watched {
+            let now = stamp(&w.path);
+            if now == w.applied {
+                w.pending = None;
+            } else if w.pending == Some(now) {
+                changed.push(w.path.display().to_string());
+            } else {
+                w.pending = Some(now);
+            }
         }
-        if self.gw.config.tickets.key_file.is_none()
-            && self.rotated_at.elapsed() >= self.gw.config.tickets.rotation
+        if !changed.is_empty() {
+            let cfg = self.plan.config.clone();
+            self.reload(&format!("changed: {}", changed.join(", ")), Ok(cfg));
+        }
+        if self.plan.config.tickets.key_file.is_none()
+            && self.rotated_at.elapsed() >= self.plan.config.tickets.rotation
         {
             match self.keys.rotated() {
                 Ok(k) => {
@@ -105,50 +225,149 @@ impl Reloader {
                     let ids = self.keys.ids();
                     self.set_info(|i| {
                         i.ids = ids;
-                        i.loaded_at = crate::tls::material::now_secs();
+                        i.loaded_at = now_secs();
                     });
                     tracing::info!("in-memory ticket keys rotated");
-                    self.broadcast();
+                    self.broadcast(Vec::new());
                 }
                 Err(e) => tracing::error!(error = %e, "cannot rotate ticket keys"),
             }
         }
     }
 
-    /// Re-reads the ticket-key file and every listener's certificates, CA and CRLs.
-    pub fn reload(&mut self, why: &str) {
-        tracing::info!(why, "reloading ticket keys and TLS material");
-        for (p, s) in self.watched.iter_mut() {
-            *s = stamp(p);
+    /// SIGHUP or `POST /reload`: re-read the config file and everything it names.
+    pub fn reload_config(&mut self, trigger: &str) -> Outcome {
+        let path = self.plan.config.path.clone();
+        let cfg = crate::config::load_with(&path, &self.knobs);
+        self.reload(trigger, cfg)
+    }
+
+    fn reload(&mut self, trigger: &str, cfg: Result<Config, ConfigError>) -> Outcome {
+        tracing::info!(trigger, "reloading");
+        for w in &mut self.watched {
+            w.applied = stamp(&w.path);
+            w.pending = None;
         }
-        if let Some(p) = &self.gw.config.tickets.key_file {
-            match KeySet::load(p) {
-                Ok(k) => {
-                    let ids = k.ids();
-                    tracing::info!(keys = ?ids, "ticket keys loaded");
-                    self.keys = Arc::new(k);
-                    self.set_info(|i| {
-                        i.ids = ids;
-                        i.loaded_at = crate::tls::material::now_secs();
-                        i.last_error = None;
-                    });
+        let outcome = match self.try_reload(cfg) {
+            Ok((files, restart)) => {
+                let generation = self.plan.generation;
+                if restart.is_empty() {
+                    tracing::info!(trigger, generation, "reload applied");
+                } else {
+                    tracing::warn!(trigger, generation, restart_needed = ?restart, "reload applied; these settings apply only after a restart");
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "ticket keys not reloaded; keeping the previous keys");
-                    self.set_info(|i| i.last_error = Some(e));
+                Outcome {
+                    at: now_secs(),
+                    trigger: trigger.to_string(),
+                    result: "ok",
+                    generation,
+                    error: None,
+                    files,
+                    restart_needed: restart,
                 }
             }
-        }
-        let file = self.gw.config.path.clone();
-        for (idx, l) in self.gw.config.listeners.iter().enumerate() {
-            match crate::tls::server::build(&file, idx, l) {
-                Ok(t) => self.tls[idx] = Arc::new(t),
-                Err(e) => {
-                    tracing::error!(listener = %l.name, error = %e, "TLS material not reloaded; keeping the previous")
+            Err((error, files)) => {
+                tracing::error!(trigger, error = %error, "reload refused; the running configuration stays in force");
+                Outcome {
+                    at: now_secs(),
+                    trigger: trigger.to_string(),
+                    result: "failed",
+                    generation: self.plan.generation,
+                    error: Some(error.to_string()),
+                    files,
+                    restart_needed: Vec::new(),
                 }
             }
+        };
+        if let Ok(mut r) = self.reloads.lock() {
+            r.record(outcome.clone());
+            r.plan = plan_info(&self.plan);
         }
-        self.broadcast();
+        if let Some(e) = &outcome.error {
+            let e = e.clone();
+            self.set_info(|i| i.last_error = Some(e));
+        }
         self.set_info(|i| i.reloads += 1);
+        outcome
+    }
+
+    /// Builds and checks everything, binds new listeners, then hands the new
+    /// plan to every worker; nothing is applied unless all of it succeeded.
+    #[allow(clippy::type_complexity)]
+    fn try_reload(
+        &mut self,
+        cfg: Result<Config, ConfigError>,
+    ) -> Result<(Vec<FileOutcome>, Vec<String>), (ConfigError, Vec<FileOutcome>)> {
+        let cfg = cfg.map_err(|e| (e, Vec::new()))?;
+        let plan = Plan::build(&cfg, self.plan.generation + 1, Some(&self.plan)).map_err(
+            |Failed { error, read }| {
+                let mut rows = file_rows(&read);
+                let (key, msg) = (error.key.clone(), error.msg.clone());
+                rows.push(FileOutcome {
+                    path: msg.split(": ").next().unwrap_or("").to_string(),
+                    key,
+                    sha256: None,
+                    error: Some(msg),
+                });
+                (error, rows)
+            },
+        )?;
+        let rows = file_rows(&plan.files.list());
+        let keys = match &cfg.tickets.key_file {
+            Some(_) => Arc::new(super::load_keys(&cfg).map_err(|e| (e, rows.clone()))?.0),
+            None => self.keys.clone(),
+        };
+        let restart = restart_needed(&self.plan.config, &cfg);
+        // Sockets for listeners that are new or moved; the rest keep theirs.
+        let n = self.workers.len();
+        let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
+            (0..n).map(|_| Vec::new()).collect();
+        let now = bound(&plan);
+        for (b, l) in now.iter().zip(&plan.listeners) {
+            if self.bound.contains(b) {
+                continue;
+            }
+            let socks = listen::bind_all(b.bind, n, b.backlog, b.nodelay).map_err(|e| {
+                let key = format!("listener {:?}", b.name);
+                let err =
+                    ConfigError::new(&cfg.path, key, format!("cannot listen on {}: {e}", b.bind));
+                (err, rows.clone())
+            })?;
+            for (w, s) in sockets.iter_mut().zip(socks) {
+                w.push((l.cfg.name.clone(), s));
+            }
+            tracing::info!(listener = %b.name, bind = %b.bind, "listening (added by reload)");
+        }
+        for b in &self.bound {
+            if !plan.listeners.iter().any(|l| l.cfg.name == b.name) {
+                tracing::info!(listener = %b.name, "listener removed by reload: draining");
+            }
+        }
+        if keys.ids() != self.keys.ids() {
+            let ids = keys.ids();
+            tracing::info!(keys = ?ids, "ticket keys loaded");
+            self.set_info(|i| {
+                i.ids = ids;
+                i.loaded_at = now_secs();
+                i.last_error = None;
+            });
+        }
+        self.bound = now;
+        self.keys = keys;
+        self.plan = Arc::new(plan);
+        self.watched = watch_list(&self.plan);
+        self.broadcast(sockets);
+        Ok((rows, restart))
+    }
+
+    fn broadcast(&self, sockets: Vec<Vec<(String, std::net::TcpListener)>>) {
+        let mut sockets = sockets.into_iter();
+        for w in &self.workers {
+            let _ = w.send(Update {
+                plan: self.plan.clone(),
+                keys: self.keys.clone(),
+                sockets: sockets.next().unwrap_or_default(),
+            });
+        }
     }
 }

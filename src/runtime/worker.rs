@@ -1,43 +1,63 @@
 //! One worker: a pinned thread with its own tokio-uring ring, its own
-//! SO_REUSEPORT socket per listener, its own pools and metric shard.
+//! SO_REUSEPORT socket per listener, its own pools and metric shard. It serves
+//! the plan it was last sent; each connection keeps the generation it began in.
 
-use super::conn;
 use super::loglimit::LogLimit;
-use super::reload::Reload;
-use super::Gateway;
-use crate::metrics::{ListenerStats, Shards};
-use crate::proxy::upstream::{Pool, UpstreamCtx};
+use super::{accept, conn};
+use crate::config::Config;
+use crate::metrics::{Shards, WorkerSnapshot};
+use crate::plan::Plan;
+use crate::proxy::upstream::Pool;
+use crate::proxy::{Current, View};
 use crate::tls::server::{with_tickets, ListenerTls};
 use crate::tls::tickets::KeySet;
 use crate::tls::verified::VerifiedCache;
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// A listener's TLS state as this worker uses it now (swapped on reload).
-pub struct Live {
+/// What the main thread sends a worker: the plan to serve, the ticket keys,
+/// and sockets for listeners that are new (or moved) in this plan.
+pub struct Update {
+    pub plan: Arc<Plan>,
+    pub keys: Arc<KeySet>,
+    pub sockets: Vec<(String, std::net::TcpListener)>,
+}
+
+/// A listener's TLS state on this worker, for one plan generation.
+pub struct ListenerState {
     pub tls: Arc<ListenerTls>,
-    /// This worker's copy of the listener's config, with its own ticket sealer.
+    /// Verified client chains (see `tls::verified`).
+    pub verified: RefCell<VerifiedCache>,
+}
+
+/// `ListenerState` with this worker's ticket sealer (replaced on key rotation).
+pub struct Live {
+    pub state: Rc<ListenerState>,
     pub config: Arc<rustls::ServerConfig>,
+}
+
+/// One generation as this worker serves it: the view proxies read, and the
+/// TLS state per listener (indexed like `Plan::listeners`).
+pub struct Gen {
+    pub view: Rc<View>,
+    pub live: Vec<Live>,
 }
 
 /// State shared by the tasks of one worker (never across threads).
 pub struct WorkerCtx {
-    pub live: RefCell<Vec<Live>>,
-    pub gw: Arc<Gateway>,
+    pub gen: RefCell<Rc<Gen>>,
+    /// The same view as `gen`, in the form the proxy reads per request.
+    pub current: Current,
     pub shards: Shards,
-    pub pools: Rc<Vec<Rc<Pool>>>,
-    pub draining: watch::Receiver<bool>,
     pub handshaking: Cell<usize>,
-    /// Verified client chains per listener (see `tls::verified`).
-    pub verified: Vec<RefCell<VerifiedCache>>,
     pub log_limit: RefCell<LogLimit>,
-    /// Open verified connections, for `close_revoked`.
-    pub open: super::revoke::OpenConns,
+    /// Open connections by listener run, for drains and `close_revoked`.
+    pub open: super::open::OpenConns,
+    pub runs: RefCell<Vec<accept::Run>>,
 }
 
 fn ring_error(e: io::Error) -> String {
@@ -55,12 +75,12 @@ fn ring_error(e: io::Error) -> String {
 }
 
 /// A worker's tokio-uring runtime, as a `Result` (`tokio_uring::start` panics).
-fn runtime(gw: &Gateway) -> Result<tokio_uring::Runtime, String> {
+fn runtime(cfg: &Config) -> Result<tokio_uring::Runtime, String> {
     let mut b = tokio_uring::builder();
-    b.entries(gw.config.ring_entries);
-    if gw.config.sqpoll_idle_ms > 0 {
+    b.entries(cfg.ring_entries);
+    if cfg.sqpoll_idle_ms > 0 {
         let mut u = tokio_uring::uring_builder();
-        u.setup_sqpoll(gw.config.sqpoll_idle_ms);
+        u.setup_sqpoll(cfg.sqpoll_idle_ms);
         b.uring_builder(&u);
     }
     tokio_uring::Runtime::new(&b).map_err(ring_error)
@@ -68,70 +88,48 @@ fn runtime(gw: &Gateway) -> Result<tokio_uring::Runtime, String> {
 
 /// Creates (and drops) one ring, so a host without io_uring fails before
 /// anything is bound or announced.
-pub fn probe_ring(gw: &Gateway) -> Result<(), String> {
-    runtime(gw).map(drop)
+pub fn probe_ring(cfg: &Config) -> Result<(), String> {
+    runtime(cfg).map(drop)
 }
 
 pub fn run(
     id: usize,
     core: Option<core_affinity::CoreId>,
-    gw: Arc<Gateway>,
-    socks: Vec<std::net::TcpListener>,
-    stop: watch::Receiver<bool>,
-    metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<Vec<ListenerStats>>>,
-    reload_rx: mpsc::UnboundedReceiver<Reload>,
+    first: Update,
+    mut stop: watch::Receiver<bool>,
+    metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<WorkerSnapshot>>,
+    updates: mpsc::UnboundedReceiver<Update>,
 ) -> Result<(), String> {
     if let Some(c) = core {
         if !core_affinity::set_for_current(c) {
             tracing::warn!(worker = id, core = c.id, "could not pin worker to its core");
         }
     }
-    let rt = runtime(&gw)?;
+    let rt = runtime(&first.plan.config)?;
     rt.block_on(async move {
-        let shards = Shards::new(gw.listeners.len());
+        let shards = Shards::default();
         tokio_uring::spawn(shards.clone().serve(metrics_rx));
-        let pools = Rc::new(pools(&gw));
-        let live = live_states(
-            &gw,
-            &gw.listeners
-                .iter()
-                .map(|l| l.tls.clone())
-                .collect::<Vec<_>>(),
-            &gw.keys,
-            &shards,
-        );
-        let listener_count = gw.listeners.len();
+        let gen = Rc::new(generation(None, &first.plan, &first.keys, &shards));
         let w = Rc::new(WorkerCtx {
-            live: RefCell::new(live),
-            verified: gw.listeners.iter().map(|_| RefCell::default()).collect(),
-            gw,
+            current: Rc::new(RefCell::new(gen.view.clone())),
+            gen: RefCell::new(gen),
             shards,
-            pools,
-            draining: stop.clone(),
             handshaking: Cell::new(0),
             log_limit: RefCell::new(LogLimit::new(10)),
-            open: super::revoke::OpenConns::new(listener_count),
+            open: Default::default(),
+            runs: RefCell::new(Vec::new()),
         });
-        tokio_uring::spawn(apply_reloads(w.clone(), reload_rx));
-        let mut fds = Vec::new();
-        let mut tasks = Vec::new();
-        for (idx, s) in socks.into_iter().enumerate() {
-            let l = tokio_uring::net::TcpListener::from_std(s);
-            fds.push(l.as_raw_fd());
-            tasks.push(tokio_uring::spawn(accept_loop(l, idx, w.clone())));
-        }
-        let mut stop = stop;
+        accept::apply_sockets(&w, first.sockets);
+        tokio_uring::spawn(apply_updates(w.clone(), updates));
         let _ = stop.wait_for(|s| *s).await;
-        // Stop accepting explicitly: a pending accept would otherwise keep the
-        // socket alive in the reuseport group after we decided to exit.
-        for fd in fds {
-            // SAFETY: fd belongs to a listener owned by an accept task that is still running.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        let runs: Vec<accept::Run> = w.runs.borrow_mut().drain(..).collect();
+        for r in &runs {
+            r.stop_accepting();
         }
-        for t in tasks {
-            let _ = t.await;
+        for r in runs {
+            r.finish().await;
         }
-        let deadline = tokio::time::Instant::now() + w.gw.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + w.gen.borrow().view.plan.config.drain_timeout;
         while w.shards.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -139,96 +137,74 @@ pub fn run(
     })
 }
 
-/// This worker's TLS state: each worker loads its own copy of the material, so
-/// no reference count or key object is written by two cores per handshake.
-/// `shared` (already validated by the main thread) is the fallback and holds
-/// the listener-wide session cache.
-fn live_states(
-    gw: &Gateway,
-    shared: &[Arc<ListenerTls>],
-    keys: &KeySet,
-    shards: &Shards,
-) -> Vec<Live> {
-    gw.listeners
+/// This worker's state for `plan`. Each worker builds its own TLS objects from
+/// the plan's snapshot, so no reference count or key object is written by two
+/// cores per handshake; the plan's shared copy holds the listener-wide session
+/// cache. With `prev` on the same plan (a key rotation) the TLS state and
+/// pools are kept and only the ticket sealers change; on a new plan, pools of
+/// unchanged upstreams are kept (with their idle connections).
+fn generation(prev: Option<&Gen>, plan: &Arc<Plan>, keys: &KeySet, shards: &Shards) -> Gen {
+    let same = prev.filter(|g| Arc::ptr_eq(&g.view.plan, plan));
+    let live = plan
+        .listeners
         .iter()
-        .zip(shared)
-        .zip(shards.tickets.iter())
-        .map(|((l, s), counters)| {
-            let own = match crate::tls::server::build(&gw.config.path, l.idx, &l.cfg) {
-                Ok(t) => Arc::new(t),
-                Err(e) => {
-                    tracing::warn!(listener = %l.cfg.name, error = %e, "worker copy of TLS material failed; sharing the main one");
-                    s.clone()
-                }
+        .enumerate()
+        .map(|(i, l)| {
+            let state = match same {
+                Some(g) => g.live[i].state.clone(), // ok: same plan, same listeners
+                None => Rc::new(ListenerState {
+                    tls: plan.worker_tls(i),
+                    verified: RefCell::default(),
+                }),
             };
-            Live {
-                config: with_tickets(&own, s, keys, &l.cfg.name, gw.config.tickets.lifetime, counters.clone()),
-                tls: own,
-            }
+            let counters = shards.listener(&l.cfg.name).tickets();
+            let lifetime = plan.config.tickets.lifetime;
+            let config = with_tickets(&state.tls, &l.tls, keys, &l.cfg.name, lifetime, counters);
+            Live { state, config }
         })
-        .collect()
-}
-
-/// Per-worker upstream pools; TLS client configs are built per worker too.
-fn pools(gw: &Gateway) -> Vec<Rc<Pool>> {
-    gw.upstreams
-        .iter()
-        .map(|u| {
-            let ctx = match &u.cfg.tls {
-                Some(t) => match crate::tls::client::build(&gw.config.path, &u.cfg.name, t) {
-                    Ok(tls) => Arc::new(UpstreamCtx {
-                        cfg: u.cfg.clone(),
-                        tls: Some(tls),
-                    }),
-                    Err(_) => u.clone(),
-                },
-                None => u.clone(),
-            };
-            Pool::new(ctx)
-        })
-        .collect()
-}
-
-/// Swaps in new TLS state and keys; connections already open keep theirs.
-async fn apply_reloads(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Reload>) {
-    while let Some(r) = rx.recv().await {
-        let live = live_states(&w.gw, &r.tls, &r.keys, &w.shards);
-        *w.live.borrow_mut() = live;
-        super::revoke::close_revoked(&w);
+        .collect();
+    let pools = match same {
+        Some(g) => g.view.pools.clone(),
+        None => (0..plan.upstreams.len())
+            .map(|j| {
+                let kept = prev.and_then(|g| {
+                    let old = &g.view.plan;
+                    let i = old
+                        .upstreams
+                        .iter()
+                        .position(|u| u.cfg.name == plan.upstreams[j].cfg.name)?; // ok: j < len
+                    plan.same_upstream(j, old, i)
+                        .then(|| g.view.pools[i].clone()) // ok: pools align with upstreams
+                });
+                kept.unwrap_or_else(|| Pool::new(plan.worker_upstream(j)))
+            })
+            .collect(),
+    };
+    Gen {
+        view: Rc::new(View {
+            plan: plan.clone(),
+            pools,
+        }),
+        live,
     }
 }
 
-async fn accept_loop(l: tokio_uring::net::TcpListener, idx: usize, w: Rc<WorkerCtx>) {
-    let lc = &w.gw.listeners[idx];
-    let shard = w.shards.listener(idx);
-    loop {
-        let (stream, addr) = match l.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                if *w.draining.borrow() {
-                    return;
-                }
-                if w.log_limit.borrow_mut().allow().is_some() {
-                    tracing::warn!(listener = %lc.cfg.name, error = %e, "accept failed");
-                }
-                // EMFILE and friends: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+/// Swaps in each new plan: new connections and requests use it at once,
+/// connections already open keep their TLS state.
+async fn apply_updates(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Update>) {
+    while let Some(u) = rx.recv().await {
+        let gen = {
+            let old = w.gen.borrow();
+            Rc::new(generation(Some(&old), &u.plan, &u.keys, &w.shards))
         };
-        shard.with(|s| s.accepted += 1);
-        // The metrics shard's open-connection gauge is the one count of them.
-        if shard.with(|s| s.active) >= lc.cfg.max_connections as i64 {
-            shard.with(|s| s.rejected_limit += 1);
-            drop(stream);
-            continue;
-        }
-        if w.handshaking.get() >= lc.cfg.max_handshakes {
-            shard.failure("handshake_limit");
-            drop(stream);
-            continue;
-        }
-        shard.with(|s| s.active += 1);
-        tokio_uring::spawn(conn::serve(stream, addr, idx, w.clone()));
+        *w.current.borrow_mut() = gen.view.clone();
+        *w.gen.borrow_mut() = gen;
+        accept::apply_sockets(&w, u.sockets);
+        super::open::close_revoked(&w);
     }
+}
+
+/// Spawns a connection's task (kept here so `accept` need not name `conn`).
+pub fn spawn_conn(w: &Rc<WorkerCtx>, c: conn::Accepted) {
+    tokio_uring::spawn(conn::serve(c, w.clone()));
 }

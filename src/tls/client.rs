@@ -2,7 +2,9 @@
 //! own client certificate when configured.
 
 use super::material::{self, Ctx};
+use super::server::Material;
 use crate::config::{ConfigError, UpstreamTlsConfig};
+use crate::plan::files::Files;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::path::Path;
@@ -12,13 +14,21 @@ pub struct UpstreamTls {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
     pub summary: Vec<String>,
+    /// The origin CAs and our client certificate, as loaded (for `/stats`).
+    pub certs: Vec<Material>,
 }
 
-pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamTls, ConfigError> {
+pub fn build(
+    files: &Files,
+    file: &Path,
+    name: &str,
+    t: &UpstreamTlsConfig,
+) -> Result<UpstreamTls, ConfigError> {
     let key = format!("upstream.{name}.tls");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let (roots, infos) = material::roots(
         &Ctx {
+            files,
             file,
             key: format!("{key}.ca"),
         },
@@ -35,6 +45,14 @@ pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamT
             )
         })
         .collect();
+    let mut certs: Vec<Material> = infos
+        .into_iter()
+        .map(|info| Material {
+            kind: "origin_ca",
+            path: t.ca.clone(),
+            info,
+        })
+        .collect();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new(file, &key, e.to_string()))?
@@ -42,6 +60,7 @@ pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamT
     let mut config = match (&t.cert, &t.key) {
         (Some(c), Some(k)) => {
             let ctx = Ctx {
+                files,
                 file,
                 key: format!("{key}.cert"),
             };
@@ -52,6 +71,11 @@ pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamT
                 info.subject,
                 material::fmt_time(info.not_after)
             ));
+            certs.push(Material {
+                kind: "gateway_client",
+                path: c.clone(),
+                info,
+            });
             builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)))
         }
         _ => builder.with_no_client_auth(),
@@ -68,5 +92,6 @@ pub fn build(file: &Path, name: &str, t: &UpstreamTlsConfig) -> Result<UpstreamT
         config: Arc::new(config),
         server_name,
         summary,
+        certs,
     })
 }

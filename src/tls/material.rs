@@ -4,6 +4,7 @@
 //! problem, so `mtlsgate check` and start-up report the same thing.
 
 use crate::config::ConfigError;
+use crate::plan::files::Files;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -13,8 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// Context for error messages: the config file and the key being loaded.
+/// Where material comes from (the plan's file snapshot) and, for error
+/// messages, the config file and the key being loaded.
 pub struct Ctx<'a> {
+    pub files: &'a Files,
     pub file: &'a Path,
     pub key: String,
 }
@@ -25,8 +28,10 @@ impl Ctx<'_> {
     }
 }
 
-fn read(ctx: &Ctx<'_>, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| ctx.err(path, format!("cannot read: {e}")))
+fn read(ctx: &Ctx<'_>, path: &Path) -> Result<Arc<[u8]>, ConfigError> {
+    ctx.files
+        .read(path, &ctx.key)
+        .map_err(|e| ctx.err(path, format!("cannot read: {e}")))
 }
 
 /// All certificates in a PEM file, in order.
@@ -106,7 +111,9 @@ pub fn crls(
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
     let data = read(ctx, path)?;
     if !data.starts_with(b"-----") {
-        return Ok(vec![CertificateRevocationListDer::from(data)]);
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&data)
+            .map_err(|e| ctx.err(path, format!("bad CRL: {e}")))?;
+        return Ok(vec![CertificateRevocationListDer::from(data.to_vec())]);
     }
     let list = CertificateRevocationListDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
@@ -119,6 +126,28 @@ pub fn crls(
             .map_err(|e| ctx.err(path, format!("bad CRL: {e}")))?;
     }
     Ok(list)
+}
+
+/// Each CRL's issuer (RFC 4514) and nextUpdate, for coverage checks and `/stats`.
+pub fn crl_facts(crls: &[CertificateRevocationListDer<'_>]) -> Vec<CrlInfo> {
+    crls.iter()
+        .filter_map(|c| {
+            let (_, crl) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(c).ok()?;
+            Some(CrlInfo {
+                issuer: crate::identity::rfc4514(crl.issuer()).unwrap_or_else(|e| e.to_string()),
+                this_update: crl.last_update().timestamp(),
+                next_update: crl.next_update().map(|t| t.timestamp()),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct CrlInfo {
+    pub issuer: String,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
 }
 
 /// The earliest nextUpdate among `crls` (seconds since the epoch), if any has one.
@@ -136,6 +165,8 @@ pub fn crls_next_update(crls: &[CertificateRevocationListDer<'_>]) -> Option<i64
 #[derive(Debug, Clone)]
 pub struct CertInfo {
     pub subject: String,
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub sha256: String,
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -144,6 +175,11 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
     let (_, c) = X509Certificate::from_der(der).map_err(|e| format!("bad certificate: {e}"))?;
     Ok(CertInfo {
         subject: crate::identity::rfc4514(c.subject()).unwrap_or_else(|e| e.to_string()),
+        sha256: aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         not_before: c.validity().not_before.timestamp(),
         not_after: c.validity().not_after.timestamp(),
     })

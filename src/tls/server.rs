@@ -1,9 +1,10 @@
 //! Per-listener `ServerConfig`: certificates by SNI and signature scheme, the
 //! client verifier (CA + CRLs), versions, groups, suites and tickets.
 
-use super::material::{self, CertInfo, Ctx};
+use super::material::{self, CertInfo, CrlInfo, Ctx};
 use super::tickets::{KeySet, Sealer, TicketCounters};
 use crate::config::{ConfigError, CrlCheck, ListenerConfig};
+use crate::plan::files::Files;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
@@ -11,7 +12,7 @@ use rustls::server::{
 };
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Everything a worker needs to terminate TLS on one listener; shared by all
@@ -26,6 +27,18 @@ pub struct ListenerTls {
     /// stale CRLs are refused): bounds how long a cached verification holds.
     pub crl_valid_until: Option<i64>,
     pub summary: Vec<String>,
+    /// Server certificates and client CAs as loaded (for `/stats`).
+    pub certs: Vec<Material>,
+    /// Each CRL as loaded: its file, issuer and nextUpdate.
+    pub crls: Vec<(PathBuf, CrlInfo)>,
+}
+
+/// One loaded certificate: what it is, where it came from.
+#[derive(Debug, Clone)]
+pub struct Material {
+    pub kind: &'static str,
+    pub path: PathBuf,
+    pub info: CertInfo,
 }
 
 #[derive(Debug)]
@@ -164,7 +177,12 @@ fn describe(kind: &str, path: &Path, info: &CertInfo) -> String {
 }
 
 /// Loads and checks all of a listener's TLS material and builds its config.
-pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls, ConfigError> {
+pub fn build(
+    files: &Files,
+    file: &Path,
+    idx: usize,
+    l: &ListenerConfig,
+) -> Result<ListenerTls, ConfigError> {
     let t = &l.tls;
     let key = format!("listener[{idx}].tls");
     let provider = Arc::new(provider(
@@ -174,9 +192,11 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         t.suites.as_deref(),
     )?);
     let mut summary = Vec::new();
+    let mut certs = Vec::new();
     let mut entries = Vec::new();
     for (i, c) in t.certs.iter().enumerate() {
         let ctx = Ctx {
+            files,
             file,
             key: if t.certs.len() == 1 {
                 format!("{key}.cert")
@@ -186,6 +206,11 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         };
         let (ck, info) = material::certified_key(&ctx, &provider, &c.cert, &c.key)?;
         summary.push(describe("server cert", &c.cert, &info));
+        certs.push(Material {
+            kind: "server",
+            path: c.cert.clone(),
+            info,
+        });
         entries.push(Entry {
             key: ck,
             sni: c.sni.clone(),
@@ -196,21 +221,34 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         .as_ref()
         .ok_or_else(|| ConfigError::new(file, format!("{key}.client_ca"), "missing"))?;
     let ctx = Ctx {
+        files,
         file,
         key: format!("{key}.client_ca"),
     };
     let (roots, infos) = material::roots(&ctx, ca_path)?;
-    for i in &infos {
-        summary.push(describe("client CA", ca_path, i));
+    for info in infos {
+        summary.push(describe("client CA", ca_path, &info));
+        certs.push(Material {
+            kind: "client_ca",
+            path: ca_path.clone(),
+            info,
+        });
     }
     let mut crls = Vec::new();
+    let mut crl_infos = Vec::new();
     for (i, p) in t.crls.iter().enumerate() {
         let ctx = Ctx {
+            files,
             file,
             key: format!("{key}.crl[{i}]"),
         };
         let list = material::crls(&ctx, p)?;
         summary.push(format!("crl {}: {} list(s)", p.display(), list.len()));
+        crl_infos.extend(
+            material::crl_facts(&list)
+                .into_iter()
+                .map(|c| (p.clone(), c)),
+        );
         crls.extend(list);
     }
     let crl_valid_until = if t.crl_allow_stale {
@@ -274,6 +312,8 @@ pub fn build(file: &Path, idx: usize, l: &ListenerConfig) -> Result<ListenerTls,
         tickets: t.session_tickets,
         crl_valid_until,
         summary,
+        certs,
+        crls: crl_infos,
     })
 }
 

@@ -11,6 +11,7 @@ mod framing;
 mod fuzz_corpus;
 mod http_proxy;
 mod limits;
+mod reload;
 mod resumption;
 mod smuggling_table;
 mod systemd;

@@ -183,16 +183,25 @@ async fn handle<D: Io>(
     let started = std::time::Instant::now();
     inbuf.drain(..n);
     let l = cx.listener;
-    let (r, decision) = routing::route(cx, req.path());
+    // Routes, allow-lists and upstreams come from the plan in force now; the
+    // connection's own settings (timeouts, limits) from the one it started under.
+    let Some((view, now)) = cx.now() else {
+        return answer(down, cx, &req, 503, "listener removed by a reload").await;
+    };
+    let (r, decision) = routing::route(cx, &view.plan.listeners[now], req.path()); // ok: `now` indexes this plan
     if let Decision::Deny(why) = decision {
         cx.shard.with(|s| s.denied += 1);
         tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), subject = cx.peer_id().map_or("-", |p| p.subject.as_str()), method = %req.method, path = %req.path(), reason = %why, "request denied by policy");
         return answer(down, cx, &req, 403, "access denied").await;
     }
-    let Some(up_idx) = r.map(|r| r.upstream).or(l.default_upstream) else {
+    let default = view.plan.listeners[now].default_upstream; // ok: as above
+    let Some(pool) = r
+        .map(|r| r.upstream)
+        .or(default)
+        .and_then(|u| view.pools.get(u))
+    else {
         return answer(down, cx, &req, 404, "no route").await;
     };
-    let pool = &cx.pools[up_idx];
     let ucfg = &pool.ctx.cfg;
     let rules = &l.cfg.http;
     if let (BodyKind::Length(n), Some(max)) = (req.body, rules.max_body_bytes) {

@@ -2,8 +2,8 @@
 
 use super::path;
 use crate::authz::{self, Decision};
+use crate::plan::{Listener, Route};
 use crate::proxy::ConnCtx;
-use crate::runtime::Route;
 
 fn scope(r: &Route) -> String {
     format!(
@@ -19,15 +19,19 @@ fn scope(r: &Route) -> String {
 /// `/orders`): such a path goes to another upstream, but a backend that
 /// matches prefixes as strings (nginx `location /orders`) or strips suffixes
 /// (`.json`) would serve it from the guarded route.
-pub(super) fn route<'a>(cx: &'a ConnCtx<'_>, path: &str) -> (Option<&'a Route>, Decision) {
+pub(super) fn route<'a>(
+    cx: &ConnCtx<'_>,
+    listener: &'a Listener,
+    path: &str,
+) -> (Option<&'a Route>, Decision) {
     let key = path::route_key(path, cx.listener.cfg.http.allow_path_params);
-    let routes = &cx.listener.routes;
+    let routes = &listener.routes;
     let chosen = routes
         .iter()
         .filter(|r| path::under_prefix(&key, &r.prefix, r.case_insensitive))
         .max_by_key(|r| r.prefix.len());
     let peer = cx.peer_id();
-    let mut decision = authz::decide(cx.listener.cfg.allow.as_ref(), peer, || "listener".into());
+    let mut decision = authz::decide(listener.cfg.allow.as_ref(), peer, || "listener".into());
     if let Some(r) = chosen {
         if decision == Decision::Allow {
             decision = authz::decide(r.allow.as_ref(), peer, || scope(r));
