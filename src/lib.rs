@@ -28,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod plan;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod tls;
 pub mod tune;
