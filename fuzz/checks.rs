@@ -79,11 +79,19 @@ fn names_xfcc(name: &str) -> bool {
 }
 
 /// Fields a partner may not pass to the upstream in any spelling: the
-/// identity header, and the path overrides some backends route on (IIS,
-/// Symfony), which would route past the gateway's decision.
+/// identity header, the client address (the gateway states it), and the path
+/// overrides some backends route on (IIS, Symfony), which would route past
+/// the gateway's decision.
 fn gateway_owned(name: &str) -> bool {
     let n = name.to_ascii_lowercase().replace('_', "-");
-    ["x-forwarded-client-cert", "x-original-url", "x-rewrite-url"].contains(&n.as_str())
+    [
+        "x-forwarded-client-cert",
+        "x-forwarded-for",
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+    ]
+    .contains(&n.as_str())
 }
 
 /// The hop-by-hop model (RFC 9110 §7.6.1): fixed names, `proxy-*`, and
@@ -256,7 +264,7 @@ fn check_forwarded_request(h: &RequestHead, allow_params: bool) {
     }
     let xfcc = hv(OUR_XFCC);
     let mut out = Vec::new();
-    write_request(&mut out, h, Some(&xfcc), Some(&hv(HOST)));
+    write_request(&mut out, h, Some(&xfcc), Some(&hv(HOST)), None);
     let rules = RequestRules {
         max_bytes: out.len() + 1,
         allow_params,

@@ -5,7 +5,7 @@
 //! costs only itself and a health check never waits behind it.
 
 use crate::metrics::reloads::ReloadInfo;
-use crate::metrics::{export, KeyInfo, Registry};
+use crate::metrics::{export, KeyInfo, PartnerRefusals, Registry};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,7 +95,8 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         "/metrics" => {
             let snap = reg.collect(WORKER_WAIT);
             let (keys, reloads) = info(reg);
-            let body = export::prometheus(&snap, &keys, &reloads);
+            let mut body = export::prometheus(&snap, &keys, &reloads);
+            export::partner_limits(&mut body, &limits(reg));
             reply(&mut s, head_only, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
@@ -135,6 +136,14 @@ fn handle(mut s: TcpStream, reg: &Registry) {
             "not found: try /metrics /stats /healthz\n",
         ),
     }
+}
+
+/// Per listener: the per-partner refusals of its limiter.
+fn limits(reg: &Registry) -> Vec<(String, PartnerRefusals)> {
+    let l = reg.limiters.lock().map(|l| l.clone()).unwrap_or_default();
+    l.iter()
+        .map(|(n, lim)| (n.clone(), lim.refused()))
+        .collect()
 }
 
 fn info(reg: &Registry) -> (KeyInfo, ReloadInfo) {

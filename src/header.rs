@@ -39,6 +39,11 @@ impl HeaderValue {
         HeaderValue(a.to_string().into_bytes())
     }
 
+    /// An IP address as text (digits, `.`, `:` and hex only).
+    pub fn from_ip(ip: std::net::IpAddr) -> HeaderValue {
+        HeaderValue(ip.to_string().into_bytes())
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -5,6 +5,7 @@
 //! TLS material (certificates, keys, CAs, CRLs) is loaded by `tls::material`,
 //! which reports errors in the same `ConfigError` form.
 
+mod limits;
 pub mod raw;
 mod types;
 mod validate;

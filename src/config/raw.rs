@@ -64,9 +64,32 @@ pub struct RawListener {
     pub min_body_rate: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub send_timeout: Option<Duration>,
+    /// Expect a PROXY protocol v2 header before TLS on every connection.
+    pub proxy_protocol: Option<bool>,
     pub tls: RawServerTls,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections_per_partner: Option<u32>,
+    pub requests_per_second_per_partner: Option<f64>,
+    pub burst: Option<u32>,
+    pub max_handshakes_per_source: Option<u32>,
+    #[serde(default)]
+    pub partner: Vec<RawPartnerLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartnerLimits {
+    pub identity: String,
+    pub max_connections: Option<u32>,
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +143,8 @@ pub struct RawUpstream {
     #[serde(default, with = "humantime_serde")]
     pub response_timeout: Option<Duration>,
     pub pool_size: Option<usize>,
+    /// Send a PROXY protocol v2 header (with the verified identity) first (tcp mode).
+    pub proxy_protocol: Option<bool>,
     pub tls: Option<RawUpstreamTls>,
 }
 

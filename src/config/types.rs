@@ -115,6 +115,18 @@ pub struct ListenerConfig {
     pub http: HttpRules,
     pub tls: ServerTlsConfig,
     pub routes: Vec<RouteConfig>,
+    /// A PROXY protocol v2 header comes first on every connection.
+    pub proxy_protocol: bool,
+    pub limits: LimitsConfig,
+}
+
+/// Per-partner and per-source limits of one listener (all off by default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitsConfig {
+    pub default: crate::limits::PartnerLimits,
+    /// By exact partner identity (SPIFFE ID, else subject); replaces the default whole.
+    pub partners: BTreeMap<String, crate::limits::PartnerLimits>,
+    pub source: crate::limits::SourceLimits,
 }
 
 /// How an http listener reads requests and writes to partners.
@@ -149,6 +161,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub pool_size: usize,
+    /// Send a PROXY protocol v2 header with the verified identity (tcp mode).
+    pub proxy_protocol: bool,
     pub tls: Option<UpstreamTlsConfig>,
 }
 

@@ -17,7 +17,7 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
         ConfigError::new(self.file, key, msg)
     }
 
@@ -170,6 +170,7 @@ impl Validator<'_> {
             connect_timeout: nonzero(self, &key("connect_timeout"), u.connect_timeout, 2)?,
             response_timeout: nonzero(self, &key("response_timeout"), u.response_timeout, 30)?,
             pool_size,
+            proxy_protocol: u.proxy_protocol.unwrap_or(false),
             tls,
         })
     }
@@ -253,6 +254,21 @@ impl Validator<'_> {
                 allow: self.allow(&rk("allow"), r.allow)?,
             });
         }
+        for (k, u) in std::iter::once((key("upstream"), upstream.as_ref())).chain(
+            routes.iter().enumerate().map(|(j, r)| {
+                (
+                    format!("listener[{i}].route[{j}].upstream"),
+                    Some(&r.upstream),
+                )
+            }),
+        ) {
+            if mode == Mode::Http && u.and_then(|u| ups.get(u)).is_some_and(|u| u.proxy_protocol) {
+                return Err(self.err(
+                    k,
+                    "an upstream with proxy_protocol = true needs a tcp-mode listener: pooled http connections carry many partners (http gets the identity in x-forwarded-client-cert)",
+                ));
+            }
+        }
         if upstream.is_none() && (mode == Mode::Tcp || routes.is_empty()) {
             return Err(self.err(
                 key("upstream"),
@@ -310,6 +326,8 @@ impl Validator<'_> {
             http,
             tls: self.server_tls(i, l.tls)?,
             routes,
+            proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            limits: self.limits(i, l.limits)?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Renders merged metrics as Prometheus text and as JSON for `/stats`.
 
 use super::reloads::ReloadInfo;
-use super::{merge, KeyInfo, ListenerStats, Snapshot};
+use super::{merge, KeyInfo, ListenerStats, PartnerRefusals, Snapshot};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -202,6 +202,13 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         "Upstream failures by kind.",
         per_listener(names, m, |s| by("kind", &s.upstream_errors)),
     );
+    family(
+        &mut w,
+        "mtlsgate_limited_total",
+        "counter",
+        "Refused by a limit: source_handshakes (per source address, before TLS), partner_connections, partner_request_rate.",
+        per_listener(names, m, |s| by("kind", &s.limited)),
+    );
     let mut workers = Vec::new();
     for (i, ws) in snap.iter().enumerate() {
         for (n, s) in ws.iter().flatten() {
@@ -280,6 +287,31 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
     w
 }
 
+/// `mtlsgate_partner_limited_total`: refusals by partner identity (label
+/// values escaped: an identity is the partner's own text).
+pub fn partner_limits(w: &mut String, limits: &[(String, PartnerRefusals)]) {
+    let mut rows = Vec::new();
+    for (listener, partners) in limits {
+        for (p, conns, reqs) in partners {
+            for (kind, n) in [("connection", conns), ("request", reqs)] {
+                let labels = format!(
+                    "listener=\"{}\",partner=\"{}\",kind=\"{kind}\"",
+                    esc(listener),
+                    esc(p)
+                );
+                rows.push((labels, n.to_string()));
+            }
+        }
+    }
+    family(
+        w,
+        "mtlsgate_partner_limited_total",
+        "counter",
+        "Connections and requests refused by a per-partner limit, by partner identity.",
+        rows,
+    );
+}
+
 fn ratio(s: &ListenerStats) -> f64 {
     let all = s.hs_full.len() + s.hs_resumed.len();
     if all == 0 {
@@ -317,6 +349,7 @@ fn listener_json(s: &ListenerStats) -> Value {
         "connections": {"accepted": s.accepted, "active": s.active, "rejected_max_connections": s.rejected_limit},
         "policy_denied": s.denied,
         "closed_revoked": s.closed_revoked,
+        "limited": s.limited,
         "requests": s.requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
         "upstream_errors": s.upstream_errors,
     })

@@ -26,6 +26,8 @@ pub struct ListenerStats {
     pub denied: u64,
     /// Open connections closed because a reloaded CRL revoked their certificate.
     pub closed_revoked: u64,
+    /// Refused by a per-partner or per-source limit, by kind.
+    pub limited: BTreeMap<&'static str, u64>,
     pub requests: BTreeMap<u16, u64>,
     pub upstream_errors: BTreeMap<&'static str, u64>,
     /// Tickets not accepted, by cause (filled from the sealers at snapshot time).
@@ -49,6 +51,7 @@ impl Default for ListenerStats {
             rejected_limit: 0,
             denied: 0,
             closed_revoked: 0,
+            limited: BTreeMap::new(),
             requests: BTreeMap::new(),
             upstream_errors: BTreeMap::new(),
             ticket_failures: BTreeMap::new(),
@@ -71,6 +74,9 @@ impl ListenerStats {
         self.rejected_limit += o.rejected_limit;
         self.denied += o.denied;
         self.closed_revoked += o.closed_revoked;
+        for (k, v) in &o.limited {
+            *self.limited.entry(k).or_default() += v;
+        }
         for (k, v) in &o.requests {
             *self.requests.entry(*k).or_default() += v;
         }
@@ -124,6 +130,11 @@ impl Shard {
 
     pub fn request(&self, status: u16) {
         self.with(|s| *s.requests.entry(status).or_default() += 1);
+    }
+
+    /// A connection, handshake or request refused by a limit.
+    pub fn limited(&self, kind: &'static str) {
+        self.with(|s| *s.limited.entry(kind).or_default() += 1);
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
@@ -201,11 +212,19 @@ pub struct Registry {
     pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<WorkerSnapshot>>>,
     /// Reload outcomes and the plan in force (written by the main thread).
     pub reloads: Arc<Mutex<reloads::ReloadInfo>>,
+    /// Each listener's limiter in the plan in force (written by the main thread).
+    pub limiters: Arc<Mutex<Limiters>>,
     /// Asks the main thread for a whole-config reload and waits for its outcome.
     pub reload: Box<dyn Fn() -> Option<reloads::Outcome> + Send + Sync>,
     /// Set at SIGTERM: `/ready` answers 503 so a load balancer stops sending.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Per partner seen with a limit: (identity, refused connections, refused requests).
+pub type PartnerRefusals = Vec<(String, u64, u64)>;
+
+/// Listener name → its limiter, for per-partner refusal counts.
+pub type Limiters = Vec<(String, Arc<dyn crate::limits::Limiter>)>;
 
 /// Which ticket keys are loaded, for `/metrics` and `/stats`.
 #[derive(Debug, Clone, Default)]

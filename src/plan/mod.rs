@@ -9,6 +9,7 @@ pub mod files;
 
 use crate::authz::AllowList;
 use crate::config::{Config, ConfigError, ListenerConfig, UpstreamConfig};
+use crate::limits::{Limiter, LocalLimiter};
 use crate::tls::client::UpstreamTls;
 use crate::tls::server::ListenerTls;
 use files::Files;
@@ -29,6 +30,9 @@ pub struct Route {
 pub struct Listener {
     pub cfg: ListenerConfig,
     pub tls: Arc<ListenerTls>,
+    /// Per-partner and per-source limits; kept across reloads that leave the
+    /// listener's limits unchanged, so their counts carry on.
+    pub limiter: Arc<dyn Limiter>,
     pub default_upstream: Option<usize>,
     pub routes: Vec<Route>,
 }
@@ -131,9 +135,14 @@ impl Plan {
                     })
                 })
                 .collect();
+            let limiter = match old {
+                Some(o) if o.cfg.limits == l.limits => o.limiter.clone(),
+                _ => limiter(file, idx, l)?,
+            };
             listeners.push(Listener {
                 cfg: l.clone(),
                 tls: Arc::new(tls),
+                limiter,
                 default_upstream: l.upstream.as_deref().and_then(index),
                 routes,
             });
@@ -233,6 +242,18 @@ fn check_crl_coverage(
             missing.join("; ")
         ),
     ))
+}
+
+fn limiter(
+    file: &std::path::Path,
+    idx: usize,
+    l: &ListenerConfig,
+) -> Result<Arc<dyn Limiter>, ConfigError> {
+    let c = &l.limits;
+    let partners = c.partners.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let lim = LocalLimiter::new(c.default, partners, c.source)
+        .map_err(|e| ConfigError::new(file, format!("listener[{idx}].limits"), e.to_string()))?;
+    Ok(Arc::new(lim))
 }
 
 /// Stateful session-cache entries survive a reload of the same listener.

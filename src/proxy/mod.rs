@@ -7,6 +7,7 @@ pub mod tcp;
 pub mod upstream;
 
 use crate::header::HeaderValue;
+use crate::limits::WorkerLimiter;
 use crate::metrics::Shard;
 use crate::plan::{Listener, Plan};
 use crate::tls::verified::Verified;
@@ -26,6 +27,14 @@ pub struct View {
 /// A worker's current view, swapped whole on reload; each request reads it once.
 pub type Current = Rc<RefCell<Rc<View>>>;
 
+/// What the handshake settled, as an upstream PROXY header reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFacts {
+    pub version: &'static str,
+    pub cipher: Option<&'static str>,
+    pub resumed: bool,
+}
+
 /// Everything one connection needs after its handshake.
 pub struct ConnCtx<'a> {
     /// The listener as planned when the connection started: its timeouts and
@@ -33,11 +42,21 @@ pub struct ConnCtx<'a> {
     pub listener: &'a Listener,
     pub current: Current,
     pub shard: Shard,
+    /// Per-partner limits of the listener (this worker's handle).
+    pub limits: &'a dyn WorkerLimiter,
     /// Set when the process drains or a reload removes the listener.
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// The verified partner (none only with `client_auth = "optional"`).
     pub peer: Option<Rc<Verified>>,
+    /// The partner's address: from the PROXY header when the listener takes
+    /// one (the load balancer's client), else the socket's peer.
     pub peer_addr: SocketAddr,
+    /// `peer_addr`'s IP as sent upstream in `x-forwarded-for`.
+    pub client_ip: HeaderValue,
+    /// The address the partner connected to (from the PROXY header when there is one).
+    pub local_addr: SocketAddr,
+    /// TLS version ("1.3", "1.2"), suite, and whether the session was resumed.
+    pub tls: TlsFacts,
     /// The TLS server name (SNI) the partner asked for.
     pub sni: Option<String>,
     pub log_requests: bool,

@@ -4,6 +4,7 @@
 use super::io::Io;
 use super::ConnCtx;
 use crate::bufpool;
+use crate::proxy_protocol as pp2;
 use std::cell::Cell;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
@@ -67,6 +68,38 @@ async fn idle_watch(last: &Cell<Instant>, idle: Duration) {
     }
 }
 
+/// The PROXY v2 header for the upstream: the partner's and the listener's
+/// addresses, and an SSL TLV with the TLS version, suite, the verified
+/// identity's CN and the client certificate (the L4 equivalent of XFCC).
+pub fn proxy_header(cx: &ConnCtx<'_>) -> Result<Vec<u8>, pp2::Error> {
+    let mut ssl = pp2::Ssl {
+        client: pp2::PP2_CLIENT_SSL,
+        verify: 0,
+        version: Some(format!("TLSv{}", cx.tls.version)),
+        cipher: cx.tls.cipher.map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(v) = &cx.peer {
+        // A resumed session presented its certificate in an earlier handshake.
+        ssl.client |= pp2::PP2_CLIENT_CERT_SESS;
+        if !cx.tls.resumed {
+            ssl.client |= pp2::PP2_CLIENT_CERT_CONN;
+        }
+        ssl.cn = v.peer.cns.first().cloned();
+        ssl.client_cert = Some(v.leaf().to_vec());
+    }
+    pp2::encode(cx.peer_addr, cx.local_addr, &[pp2::ssl_tlv(&ssl)?])
+}
+
+async fn send_proxy_header<U: Io>(up: &U, cx: &ConnCtx<'_>) -> Result<(), String> {
+    let header = proxy_header(cx).map_err(|e| e.to_string())?;
+    let (res, _) = match timeout(cx.listener.cfg.idle_timeout, up.write_all(header)).await {
+        Ok(r) => r,
+        Err(_) => return Err("timed out".into()),
+    };
+    res.map_err(|e| e.to_string())
+}
+
 pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     let l = cx.listener;
     // The upstream as planned now (a reload may have changed it).
@@ -89,6 +122,14 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     };
     let started = std::time::Instant::now();
     let up = lease.io();
+    if pool.ctx.cfg.proxy_protocol {
+        if let Err(why) = send_proxy_header(up, cx).await {
+            cx.shard.upstream_error("proxy_header_failed");
+            tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), why, "cannot send the PROXY header upstream; closing");
+            down.abort();
+            return;
+        }
+    }
     let last = Cell::new(Instant::now());
     let both = async {
         tokio::join!(

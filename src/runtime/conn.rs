@@ -5,6 +5,7 @@ use super::worker::{Gen, WorkerCtx};
 use crate::authz::{self, Decision};
 use crate::config::Mode;
 use crate::metrics::Shard;
+use crate::proxy::http::head;
 use crate::proxy::{http, tcp, ConnCtx};
 use crate::tls::{self, TlsStream};
 use rustls::ServerConnection;
@@ -37,6 +38,40 @@ struct Active(Shard);
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.with(|s| s.active -= 1);
+    }
+}
+
+/// Counts the connections in their handshake (the PROXY header included) on
+/// this worker, for `max_handshakes`, however the task ends.
+struct Handshaking(Rc<WorkerCtx>);
+
+impl Handshaking {
+    fn new(w: &Rc<WorkerCtx>) -> Handshaking {
+        w.handshaking.set(w.handshaking.get() + 1);
+        Handshaking(w.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshaking.set(self.0.handshaking.get() - 1);
+    }
+}
+
+/// A missing or bad PROXY header: counted, logged, and the connection closed
+/// cleanly (our FIN, then the peer's unread bytes drained, not a reset).
+async fn refuse_proxy(
+    w: &WorkerCtx,
+    shard: &Shard,
+    listener: &str,
+    addr: SocketAddr,
+    stream: &TcpStream,
+    why: &str,
+) {
+    shard.failure("bad_proxy_header");
+    log_refused(w, listener, addr, "bad_proxy_header", why);
+    if stream.shutdown(std::net::Shutdown::Write).is_ok() {
+        crate::proxy::io::linger(stream).await;
     }
 }
 
@@ -75,11 +110,52 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
             return;
         }
     };
+    let handshaking = Handshaking::new(&w);
+    // Only a PROXY header sent upstream needs the exact local address (a syscall).
+    let plan = &gen.view.plan;
+    let sends_header = lc.cfg.mode == Mode::Tcp
+        && lc
+            .default_upstream
+            .and_then(|u| plan.upstreams.get(u))
+            .is_some_and(|u| u.cfg.proxy_protocol);
+    let local = match sends_header {
+        true => super::proxied::local_addr(&stream).unwrap_or(lc.cfg.bind),
+        false => lc.cfg.bind,
+    };
+    let (addr, local) = if lc.cfg.proxy_protocol {
+        let header = timeout(lc.cfg.handshake_timeout, super::proxied::read(&stream)).await;
+        match header {
+            Ok(Ok(relayed)) => relayed.unwrap_or((addr, local)),
+            Ok(Err(why)) => {
+                return refuse_proxy(&w, &shard, &lc.cfg.name, addr, &stream, &why).await
+            }
+            Err(_) => {
+                let why = "no complete PROXY header within handshake_timeout";
+                shard.failure("bad_proxy_header");
+                log_refused(&w, &lc.cfg.name, addr, "bad_proxy_header", why);
+                return;
+            }
+        }
+    } else {
+        (addr, local)
+    };
+    // Per source address while there is no identity yet; held through the handshake.
+    let Ok(source_permit) = live.state.limits.handshake(addr.ip()) else {
+        shard.limited("source_handshakes");
+        log_refused(
+            &w,
+            &lc.cfg.name,
+            addr,
+            "source_limit",
+            "too many handshakes from this source",
+        );
+        return;
+    };
     let tls = TlsStream::new(stream, conn);
-    w.handshaking.set(w.handshaking.get() + 1);
     // Boxed so the connection's long-lived future doesn't reserve room for it.
     let hs = timeout(lc.cfg.handshake_timeout, Box::pin(tls.handshake())).await;
-    w.handshaking.set(w.handshaking.get() - 1);
+    drop(handshaking);
+    drop(source_permit);
     let failed = match hs {
         Err(_) => {
             tls.abort();
@@ -136,6 +212,23 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
             return;
         }
     }
+    let _partner_permit = match &session.peer {
+        Some(v) => match live.state.limits.connection(v.peer.label()) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                shard.limited("partner_connections");
+                log_refused(&w, &lc.cfg.name, addr, "partner_limit", v.peer.label());
+                if lc.cfg.mode == Mode::Http {
+                    let r =
+                        head::too_many_requests(1, true, "too many connections from this partner");
+                    let _ = crate::proxy::io::send(&tls, r, lc.cfg.http.send_timeout).await;
+                }
+                let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let cx = ConnCtx {
         listener: lc,
         current: w.current.clone(),
@@ -143,6 +236,14 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
         draining,
         peer: session.peer,
         peer_addr: addr,
+        client_ip: crate::header::HeaderValue::from_ip(addr.ip()),
+        limits: &*live.state.limits,
+        local_addr: local,
+        tls: crate::proxy::TlsFacts {
+            version: session.version,
+            cipher: session.cipher,
+            resumed: session.resumed,
+        },
         sni: session.sni,
         log_requests: gen.view.plan.config.log_requests,
     };

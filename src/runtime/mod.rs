@@ -7,6 +7,7 @@ mod conn;
 pub mod listen;
 mod loglimit;
 mod open;
+mod proxied;
 pub mod reload;
 mod systemd;
 mod worker;
@@ -161,6 +162,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             Registry {
                 keys: reloader.info.clone(),
                 reloads: reloader.reloads.clone(),
+                limiters: reloader.limiters.clone(),
                 workers: metric_txs,
                 draining: draining.clone(),
                 reload: Box::new(move || {

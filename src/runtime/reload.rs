@@ -10,7 +10,7 @@ use super::worker::Update;
 use super::Gateway;
 use crate::config::{Config, ConfigError};
 use crate::metrics::reloads::{CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo};
-use crate::metrics::KeyInfo;
+use crate::metrics::{KeyInfo, Limiters};
 use crate::plan::files::{stamp, Stamp};
 use crate::plan::{Failed, Plan};
 use crate::tls::material::now_secs;
@@ -46,6 +46,7 @@ pub struct Reloader {
     bound: Vec<Bound>,
     pub info: Arc<Mutex<KeyInfo>>,
     pub reloads: Arc<Mutex<ReloadInfo>>,
+    pub limiters: Arc<Mutex<Limiters>>,
     watched: Vec<Watch>,
     rotated_at: Instant,
 }
@@ -78,6 +79,13 @@ fn watch_list(plan: &Plan) -> Vec<Watch> {
             path,
             pending: None,
         })
+        .collect()
+}
+
+fn limiters(p: &Plan) -> Limiters {
+    p.listeners
+        .iter()
+        .map(|l| (l.cfg.name.clone(), l.limiter.clone()))
         .collect()
 }
 
@@ -183,6 +191,7 @@ impl Reloader {
             workers,
             info: Arc::new(Mutex::new(info)),
             reloads: Arc::new(Mutex::new(reloads)),
+            limiters: Arc::new(Mutex::new(limiters(&gw.plan))),
             rotated_at: Instant::now(),
         }
     }
@@ -356,6 +365,9 @@ impl Reloader {
         self.keys = keys;
         self.plan = Arc::new(plan);
         self.watched = watch_list(&self.plan);
+        if let Ok(mut l) = self.limiters.lock() {
+            *l = limiters(&self.plan);
+        }
         self.broadcast(sockets);
         Ok((rows, restart))
     }

@@ -5,6 +5,7 @@
 use super::loglimit::LogLimit;
 use super::{accept, conn};
 use crate::config::Config;
+use crate::limits::WorkerLimiter;
 use crate::metrics::{Shards, WorkerSnapshot};
 use crate::plan::Plan;
 use crate::proxy::upstream::Pool;
@@ -32,6 +33,8 @@ pub struct ListenerState {
     pub tls: Arc<ListenerTls>,
     /// Verified client chains (see `tls::verified`).
     pub verified: RefCell<VerifiedCache>,
+    /// This worker's handle on the listener's limiter.
+    pub limits: Box<dyn WorkerLimiter>,
 }
 
 /// `ListenerState` with this worker's ticket sealer (replaced on key rotation).
@@ -155,6 +158,7 @@ fn generation(prev: Option<&Gen>, plan: &Arc<Plan>, keys: &KeySet, shards: &Shar
                 None => Rc::new(ListenerState {
                     tls: plan.worker_tls(i),
                     verified: RefCell::default(),
+                    limits: l.limiter.worker(),
                 }),
             };
             let counters = shards.listener(&l.cfg.name).tickets();

@@ -56,6 +56,8 @@ pub fn tls_reason(e: &Error) -> &'static str {
 pub struct Session {
     pub resumed: bool,
     pub version: &'static str,
+    /// The negotiated suite's IANA name (rustls spelling).
+    pub cipher: Option<&'static str>,
     pub peer: Option<Rc<Verified>>,
     /// The server name the client sent (SNI).
     pub sni: Option<String>,
@@ -82,6 +84,9 @@ pub fn session(
     Ok(Session {
         resumed,
         version,
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str()),
         peer,
         sni: conn.server_name().map(str::to_string),
     })

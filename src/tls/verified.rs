@@ -49,6 +49,11 @@ fn earliest_not_after(intermediates: &[CertificateDer<'_>]) -> Option<i64> {
 }
 
 impl Verified {
+    /// The client certificate, DER.
+    pub fn leaf(&self) -> &[u8] {
+        &self.leaf
+    }
+
     /// Whether the chain still verifies under `tls`'s (reloaded) CAs and CRLs.
     pub fn still_valid(&self, tls: &ListenerTls) -> bool {
         let leaf = CertificateDer::from(self.leaf.as_slice());

@@ -7,6 +7,9 @@
 #[path = "../../fuzz/checks.rs"]
 pub(crate) mod checks;
 
+#[path = "../../fuzz/checks_pp2.rs"]
+mod checks_pp2;
+
 use std::path::Path;
 
 /// Runs `check` on every file of the target's corpus and regression folders;
@@ -66,4 +69,9 @@ fn the_path_corpus_replays_without_a_property_violation() {
 #[test]
 fn the_xfcc_corpus_replays_without_a_property_violation() {
     replay("xfcc", checks::xfcc);
+}
+
+#[test]
+fn the_proxy_protocol_corpus_replays_without_a_property_violation() {
+    replay("proxy_protocol", checks_pp2::proxy_protocol);
 }

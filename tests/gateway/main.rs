@@ -11,6 +11,8 @@ mod framing;
 mod fuzz_corpus;
 mod http_proxy;
 mod limits;
+mod partner_limits;
+mod proxy_protocol;
 mod reload;
 mod resumption;
 mod smuggling_table;

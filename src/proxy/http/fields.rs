@@ -79,11 +79,14 @@ pub fn is_xfcc(name: &str) -> bool {
 }
 
 /// Fields the gateway owns or never passes on, in any spelling: the identity
-/// header, path overrides some backends route on (IIS, Symfony), and `Proxy`,
-/// which CGI turns into `HTTP_PROXY` (httpoxy).
+/// header, the client address (a partner could name any), path overrides some
+/// backends route on (IIS, Symfony), and `Proxy`, which CGI turns into
+/// `HTTP_PROXY` (httpoxy).
 pub(super) fn gateway_owned(name: &str) -> bool {
     [
         "x-forwarded-client-cert",
+        "x-forwarded-for",
+        "forwarded",
         "x-original-url",
         "x-rewrite-url",
         "proxy",

@@ -8,7 +8,9 @@ use crate::header::HeaderValue;
 use std::fmt;
 
 pub use super::fields::{is_xfcc, valid_host, FRAMING_NAMES, METHODS};
-pub use super::write::{error_response, reason_phrase, write_request, write_response};
+pub use super::write::{
+    error_response, reason_phrase, too_many_requests, write_request, write_response,
+};
 
 pub const MAX_HEADERS: usize = 100;
 

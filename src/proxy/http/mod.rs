@@ -157,15 +157,25 @@ async fn answer<D: Io>(
     code: u16,
     detail: &str,
 ) -> Next {
+    answer_retry(down, cx, req, code, detail, None).await
+}
+
+/// `answer`, with a `Retry-After` when given (429).
+async fn answer_retry<D: Io>(
+    down: &D,
+    cx: &ConnCtx<'_>,
+    req: &RequestHead,
+    code: u16,
+    detail: &str,
+    retry_after: Option<u64>,
+) -> Next {
     cx.shard.request(code);
     let close = req.body != BodyKind::None || !req.keep_alive;
-    let sent = pio::send(
-        down,
-        head::error_response(code, close, detail),
-        cx.send_timeout(),
-    )
-    .await;
-    match sent {
+    let response = match retry_after {
+        Some(secs) => head::too_many_requests(secs, close, detail),
+        None => head::error_response(code, close, detail),
+    };
+    match pio::send(down, response, cx.send_timeout()).await {
         Ok(b) if !close => {
             bufpool::give(b);
             Next::KeepAlive
@@ -183,6 +193,14 @@ async fn handle<D: Io>(
     let started = std::time::Instant::now();
     inbuf.drain(..n);
     let l = cx.listener;
+    if let Some(p) = cx.peer_id() {
+        if let Err(r) = cx.limits.request(p.label()) {
+            cx.shard.limited("partner_request_rate");
+            tracing::info!(listener = %l.cfg.name, peer = p.label(), retry_after = r.secs(), "request over the partner's rate limit");
+            let detail = "over the partner's request rate";
+            return answer_retry(down, cx, &req, 429, detail, Some(r.secs())).await;
+        }
+    }
     // Routes, allow-lists and upstreams come from the plan in force now; the
     // connection's own settings (timeouts, limits) from the one it started under.
     let Some((view, now)) = cx.now() else {
@@ -248,6 +266,7 @@ async fn handle<D: Io>(
         &req,
         cx.peer.as_ref().map(|v| &v.xfcc),
         host.as_ref(),
+        Some(&cx.client_ip),
     );
     out.extend_from_slice(&body_start);
     drop(body_start); // held once, in `out`
