@@ -72,7 +72,8 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         let mut req = httparse::Request::new(&mut hs);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
-                if req.method == Some("POST") && req.path == Some("/reload") {
+                let bare = req.path.and_then(|p| p.split('?').next());
+                if req.method == Some("POST") && bare == Some("/reload") {
                     return reload(&mut s, reg);
                 }
                 if req.method != Some("GET") && req.method != Some("HEAD") {
@@ -163,6 +164,18 @@ fn reload(s: &mut TcpStream, reg: &Registry) {
             reply(s, false, code, "application/json", &body)
         }
         None => reply(s, false, 503, "text/plain", "the gateway did not answer\n"),
+    }
+    // Whatever the client sent after the head (a body) is read before the
+    // close, so the close is a FIN and the answer is not lost to a reset.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 1024];
+    let mut left = 64 * 1024;
+    while let Ok(n @ 1..) = s.read(&mut sink) {
+        left -= n.min(left);
+        if left == 0 {
+            break;
+        }
     }
 }
 

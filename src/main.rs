@@ -38,7 +38,8 @@ enum Cmd {
         tuning: Tuning,
     },
     /// Ask a running gateway to reload its whole config; prints the outcome
-    /// per file. Exit 0: applied; 1: refused (the running config stays).
+    /// per file. Exit 0: applied; 1: refused (the running config stays);
+    /// 2: the gateway could not be asked (or did not answer).
     Reload {
         /// The config file of the running gateway (for its admin address).
         #[arg(short, long)]
@@ -189,12 +190,16 @@ fn main() -> ExitCode {
         }
         Cmd::TicketKeys { cmd } => ticket_keys(cmd),
         Cmd::Reload { config, admin } => {
+            // 0: applied; 1: refused (the running config stays); 2: could not ask.
             match mtlsgate::ctl::admin_addr(admin, config.as_deref())
                 .and_then(mtlsgate::ctl::reload)
             {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
-                Err(e) => Err(e),
+                Err(e) => {
+                    eprintln!("mtlsgate: error: {e:#}");
+                    return ExitCode::from(2);
+                }
             }
         }
         Cmd::Demo { dir, port, admin } => {

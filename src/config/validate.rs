@@ -182,7 +182,9 @@ impl Validator<'_> {
         ups: &BTreeMap<String, Arc<UpstreamConfig>>,
     ) -> Result<ListenerConfig, ConfigError> {
         let key = |k: &str| format!("listener[{i}].{k}");
-        let name = l.name.unwrap_or_else(|| format!("listener{i}"));
+        // Unnamed: named by its address, which (unlike its position) stays
+        // when other listeners come and go across reloads.
+        let name = l.name.unwrap_or_else(|| l.bind.clone());
         let mode = match l.mode.as_deref() {
             None | Some("http") => Mode::Http,
             Some("tcp") => Mode::Tcp,

@@ -7,21 +7,32 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-/// The admin address: given, or the one the config file names.
+/// The admin address: given, or the one the config file names. Only
+/// `admin.bind` is read from the file: the rest may be the new, unchecked
+/// config the running gateway is about to be asked to load.
 pub fn admin_addr(admin: Option<SocketAddr>, config: Option<&Path>) -> anyhow::Result<SocketAddr> {
     if let Some(a) = admin {
         return Ok(a);
     }
+    let default = || -> anyhow::Result<SocketAddr> { Ok(crate::config::DEFAULT_ADMIN.parse()?) };
     let Some(path) = config else {
-        return Ok(crate::config::DEFAULT_ADMIN.parse()?);
+        return default();
     };
-    let cfg = crate::config::load(path)?;
-    cfg.admin_bind.with_context(|| {
-        format!(
-            "{}: admin: the admin listener is off, so the running gateway cannot be asked; send SIGHUP instead",
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read config file", path.display()))?;
+    let v: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    match v.get("admin").and_then(|a| a.get("bind")) {
+        None => default(),
+        Some(toml::Value::String(s)) if s.is_empty() || s == "off" => anyhow::bail!(
+            "{}: admin.bind: the admin listener is off, so the running gateway cannot be asked; send SIGHUP instead",
             path.display()
-        )
-    })
+        ),
+        Some(toml::Value::String(s)) => s
+            .parse()
+            .with_context(|| format!("{}: admin.bind: {s:?} is not an address", path.display())),
+        Some(_) => anyhow::bail!("{}: admin.bind: must be a string", path.display()),
+    }
 }
 
 /// One request to the admin listener: (status, body).

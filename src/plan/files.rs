@@ -78,6 +78,22 @@ impl Files {
         Ok(bytes)
     }
 
+    /// A new snapshot holding `from`'s files except `fresh`, which are read
+    /// from disk when asked for: a watched file's change reloads that file,
+    /// not a certificate someone is half-way through replacing.
+    pub fn seeded(from: &Files, fresh: &[PathBuf]) -> Files {
+        let map = from.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = map
+            .iter()
+            .filter(|(p, _)| !fresh.contains(p))
+            .map(|(p, l)| (p.clone(), l.clone()))
+            .collect();
+        Files {
+            map: Mutex::new(kept),
+            frozen: false,
+        }
+    }
+
     /// From now on, only what was read is available.
     pub fn freeze(mut self) -> Files {
         self.frozen = true;

@@ -68,7 +68,16 @@ impl Plan {
     /// `prev`: the running plan, whose session caches carry over and whose
     /// CRL coverage the new one must not silently shrink.
     pub fn build(cfg: &Config, generation: u64, prev: Option<&Plan>) -> Result<Plan, Failed> {
-        let files = Files::default();
+        Plan::build_with(cfg, generation, prev, Files::default())
+    }
+
+    /// `build`, reading from disk only what `files` does not hold yet.
+    pub fn build_with(
+        cfg: &Config,
+        generation: u64,
+        prev: Option<&Plan>,
+        files: Files,
+    ) -> Result<Plan, Failed> {
         match Plan::build_from(cfg, generation, prev, &files) {
             Ok(p) => Ok(Plan {
                 files: files.freeze(),
@@ -213,9 +222,10 @@ impl Plan {
     }
 }
 
-/// A reloaded CRL set that no longer covers a CA the running one covered is
-/// refused when the listener still names the same CRL files: that is a file
-/// caught half-written (one CA's CRL of two), not an operator's choice.
+/// A CRL file that no longer covers an issuer its running version covered is
+/// refused: that is a file caught half-written (one CA's CRL of two), not an
+/// operator's choice, unless that CA also left the client CA bundle (retired).
+/// Compared per file, for files named both before and after.
 fn check_crl_coverage(
     file: &std::path::Path,
     idx: usize,
@@ -223,25 +233,43 @@ fn check_crl_coverage(
     old: &Listener,
     new: &ListenerTls,
 ) -> Result<(), ConfigError> {
-    if old.cfg.tls.crls != l.tls.crls {
-        return Ok(());
-    }
-    let issuers = |t: &ListenerTls| -> BTreeSet<String> {
-        t.crls.iter().map(|(_, c)| c.issuer.clone()).collect()
+    let issuers = |t: &ListenerTls, path: &std::path::Path| -> BTreeSet<String> {
+        t.crls
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, c)| c.issuer.clone())
+            .collect()
     };
-    let now = issuers(new);
-    let missing: Vec<String> = issuers(&old.tls).difference(&now).cloned().collect();
-    if missing.is_empty() {
-        return Ok(());
+    let cas = |t: &ListenerTls| -> BTreeSet<String> {
+        t.certs
+            .iter()
+            .filter(|m| m.kind == "client_ca")
+            .map(|m| m.info.subject.clone())
+            .collect()
+    };
+    let retired: BTreeSet<String> = cas(&old.tls).difference(&cas(new)).cloned().collect();
+    for (i, path) in l.tls.crls.iter().enumerate() {
+        if !old.cfg.tls.crls.contains(path) {
+            continue;
+        }
+        let now = issuers(new, path);
+        let missing: Vec<String> = issuers(&old.tls, path)
+            .into_iter()
+            .filter(|c| !now.contains(c) && !retired.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                format!("listener[{idx}].tls.crl[{i}]"),
+                format!(
+                    "{}: no longer holds a CRL for {} (the running version does): a file written only in part? The running CRLs stay in force",
+                    path.display(),
+                    missing.join("; ")
+                ),
+            ));
+        }
     }
-    Err(ConfigError::new(
-        file,
-        format!("listener[{idx}].tls.crl"),
-        format!(
-            "the new CRL set has no CRL for {} (the running one has): a file written only in part? The running CRLs stay in force",
-            missing.join("; ")
-        ),
-    ))
+    Ok(())
 }
 
 fn limiter(

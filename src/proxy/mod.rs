@@ -41,6 +41,8 @@ pub struct ConnCtx<'a> {
     /// limits hold for the whole connection.
     pub listener: &'a Listener,
     pub current: Current,
+    /// The view the connection started under, and its listener's index there.
+    pub own: (Rc<View>, usize),
     pub shard: Shard,
     /// Per-partner limits of the listener (this worker's handle).
     pub limits: &'a dyn WorkerLimiter,
@@ -63,13 +65,16 @@ pub struct ConnCtx<'a> {
 }
 
 impl ConnCtx<'_> {
-    /// The view a new request runs under, and the connection's listener in it;
-    /// `None` once a reload removed the listener (or changed its mode).
-    pub fn now(&self) -> Option<(Rc<View>, usize)> {
+    /// The view a new request runs under, and the connection's listener in
+    /// it. `false`: a reload removed the listener (or changed its mode), so
+    /// the request runs under the connection's own plan, and is its last.
+    pub fn now(&self) -> (Rc<View>, usize, bool) {
         let v = self.current.borrow().clone();
-        let i = v.plan.listener(&self.listener.cfg.name)?;
-        (v.plan.listeners[i].cfg.mode == self.listener.cfg.mode).then_some((v, i))
-        // ok: `i` was just found
+        let found = v.plan.listener(&self.listener.cfg.name);
+        match found.filter(|&i| v.plan.listeners[i].cfg.mode == self.listener.cfg.mode) {
+            Some(i) => (v, i, true),
+            None => (self.own.0.clone(), self.own.1, false),
+        }
     }
 
     pub fn peer_label(&self) -> &str {

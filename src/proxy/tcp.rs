@@ -103,10 +103,7 @@ async fn send_proxy_header<U: Io>(up: &U, cx: &ConnCtx<'_>) -> Result<(), String
 pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     let l = cx.listener;
     // The upstream as planned now (a reload may have changed it).
-    let Some((view, now)) = cx.now() else {
-        down.abort();
-        return;
-    };
+    let (view, now, _) = cx.now();
     let up = view.plan.listeners[now].default_upstream; // ok: `now` indexes this plan
     let Some(pool) = up.and_then(|u| view.pools.get(u)) else {
         return; // ok: config validation requires an upstream for tcp listeners

@@ -158,6 +158,8 @@ pub struct Pool {
     open: Cell<usize>,
     next_addr: Cell<usize>,
     freed: tokio::sync::Notify,
+    /// A reload replaced this upstream: keep no idle connection.
+    retired: Cell<bool>,
 }
 
 /// A connection taken from the pool; dropping it closes it and frees its slot.
@@ -183,6 +185,9 @@ impl Lease {
 
     /// Puts a clean, idle connection back for the next request.
     pub fn release(mut self) {
+        if self.pool.retired.get() {
+            return; // dropped: closed
+        }
         if let Some(c) = self.conn.take() {
             self.pool.idle.borrow_mut().push(c);
             self.pool.freed.notify_one();
@@ -213,8 +218,19 @@ impl Pool {
             idle: RefCell::new(Vec::new()),
             open: Cell::new(0),
             next_addr: Cell::new(0),
+            retired: Cell::new(false),
             freed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// After a reload replaced this upstream: closes its idle connections;
+    /// leases still out close when returned.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        while let Some(c) = self.idle.borrow_mut().pop() {
+            c.abort();
+            self.open.set(self.open.get() - 1);
+        }
     }
 
     /// A live idle connection, or a new one if the pool has room; otherwise waits

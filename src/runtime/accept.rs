@@ -40,6 +40,9 @@ impl Run {
 /// Applies a plan's sockets: runs whose listener is gone from the plan, or
 /// that get a new socket (a moved listener), stop and drain; new sockets start runs.
 pub fn apply_sockets(w: &Rc<WorkerCtx>, sockets: Vec<(String, std::net::TcpListener)>) {
+    if w.stopping.get() {
+        return; // draining: the new sockets close unused
+    }
     let plan = w.gen.borrow().view.plan.clone();
     let retired: Vec<Run> = {
         let mut runs = w.runs.borrow_mut();

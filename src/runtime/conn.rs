@@ -152,6 +152,10 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
         return;
     };
     let tls = TlsStream::new(stream, conn);
+    // Listed from before the handshake, so a reload that lands during it
+    // still finds the connection (drain deadlines, close_revoked). Declared
+    // after `tls`: dropped first, so the entry goes before the fd does.
+    let listed = super::open::register(&w, run, name.clone(), tls.tcp().as_raw_fd());
     // Boxed so the connection's long-lived future doesn't reserve room for it.
     let hs = timeout(lc.cfg.handshake_timeout, Box::pin(tls.handshake())).await;
     drop(handshaking);
@@ -197,15 +201,39 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
         }
     };
     shard.handshake(start.elapsed(), session.resumed, session.version);
-    // Declared after `tls`: dropped first, so the entry goes before the fd does.
-    let listed = super::open::register(&w, run, name, tls.tcp().as_raw_fd());
     listed.set_peer(session.peer.clone());
+    // A reload applied during the handshake: its CRLs (and, in tcp mode, its
+    // allow-list) hold for this connection as for those already open.
+    let now = w.gen.borrow().clone();
+    if let (false, Some(v)) = (Rc::ptr_eq(&now, &gen), &session.peer) {
+        if !super::open::still_valid(&now, &name, v) {
+            shard.with(|s| s.closed_revoked += 1);
+            log_refused(
+                &w,
+                &lc.cfg.name,
+                addr,
+                "revoked",
+                "revoked by a CRL reloaded during the handshake",
+            );
+            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            return;
+        }
+    }
     if lc.cfg.mode == Mode::Tcp {
-        if let Decision::Deny(why) = authz::decide(
-            lc.cfg.allow.as_ref(),
-            session.peer.as_ref().map(|v| &v.peer),
-            || "listener".into(),
-        ) {
+        let current = now
+            .view
+            .plan
+            .listener(&name)
+            .map(|i| &now.view.plan.listeners[i].cfg); // ok: i found in this plan
+        let allow = match current {
+            Some(c) if c.mode == Mode::Tcp => c.allow.as_ref(),
+            _ => lc.cfg.allow.as_ref(),
+        };
+        if let Decision::Deny(why) =
+            authz::decide(allow, session.peer.as_ref().map(|v| &v.peer), || {
+                "listener".into()
+            })
+        {
             shard.with(|s| s.denied += 1);
             tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |v| v.peer.subject.as_str()), reason = %why, "connection denied by policy");
             let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
@@ -232,6 +260,7 @@ pub async fn serve(a: Accepted, w: Rc<WorkerCtx>) {
     let cx = ConnCtx {
         listener: lc,
         current: w.current.clone(),
+        own: (gen.view.clone(), idx),
         shard,
         draining,
         peer: session.peer,

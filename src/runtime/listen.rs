@@ -13,6 +13,31 @@ pub fn bind_all(
     backlog: u32,
     nodelay: bool,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    bind_sockets(addr, count, backlog, nodelay, true)
+}
+
+/// `bind_all` without `listen(2)`: bound sockets take no connections, so a
+/// reload can bind every new listener first and start none if one fails.
+pub fn bind_only(
+    addr: SocketAddr,
+    count: usize,
+    nodelay: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    bind_sockets(addr, count, 0, nodelay, false)
+}
+
+/// Starts taking connections on a socket from `bind_only`.
+pub fn listen(s: &std::net::TcpListener, backlog: u32) -> io::Result<()> {
+    socket2::SockRef::from(s).listen(backlog.min(i32::MAX as u32) as i32)
+}
+
+fn bind_sockets(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+    nodelay: bool,
+    listen: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -27,7 +52,9 @@ pub fn bind_all(
         // setsockopt per connection.
         s.set_tcp_nodelay(nodelay)?;
         s.bind(&addr.into())?;
-        s.listen(backlog.min(i32::MAX as u32) as i32)?;
+        if listen {
+            s.listen(backlog.min(i32::MAX as u32) as i32)?;
+        }
         if addr.port() == 0 {
             if let Some(a) = s.local_addr()?.as_socket() {
                 addr = a;

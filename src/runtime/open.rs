@@ -4,7 +4,7 @@
 //! certificate only in the handshake, and a partner connection can stay open
 //! for days).
 
-use super::worker::WorkerCtx;
+use super::worker::{Gen, WorkerCtx};
 use crate::tls::verified::Verified;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -89,6 +89,16 @@ pub fn register(w: &Rc<WorkerCtx>, run: u64, listener: Rc<str>, fd: RawFd) -> Re
     };
     w.open.conns.borrow_mut().insert(id, e);
     Registration { w: w.clone(), id }
+}
+
+/// Whether `v` still verifies under `gen`'s state for listener `name`, when
+/// that listener closes revoked connections (true otherwise).
+pub fn still_valid(gen: &Gen, name: &str, v: &Verified) -> bool {
+    let plan = &gen.view.plan;
+    match plan.listener(name) {
+        Some(i) if plan.listeners[i].cfg.tls.close_revoked => v.still_valid(&gen.live[i].state.tls), // ok: live is indexed like the plan's listeners
+        _ => true,
+    }
 }
 
 /// After a reload: closes every listed connection of a `close_revoked`

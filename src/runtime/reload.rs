@@ -11,7 +11,7 @@ use super::Gateway;
 use crate::config::{Config, ConfigError};
 use crate::metrics::reloads::{CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo};
 use crate::metrics::{KeyInfo, Limiters};
-use crate::plan::files::{stamp, Stamp};
+use crate::plan::files::{stamp, Files, Stamp};
 use crate::plan::{Failed, Plan};
 use crate::tls::material::now_secs;
 use crate::tls::tickets::KeySet;
@@ -21,16 +21,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// A watched file: the version last acted on, and a new one seen once (acted
-/// on when the next poll sees it unchanged: a writer may not be done yet).
+/// A watched file: the version the running plan loaded, a version whose
+/// reload failed (not retried until the file changes again), and a new one
+/// seen once (acted on when the next poll sees it unchanged: a writer may not
+/// be done yet).
 struct Watch {
     path: PathBuf,
     applied: Stamp,
+    failed: Option<Stamp>,
     pending: Option<Stamp>,
 }
 
-/// Where a listener's sockets are bound; a reload keeps them when this holds.
-#[derive(PartialEq)]
+/// Where a listener's sockets are bound, and how. A reload keeps them while
+/// name and address stay (a changed backlog or nodelay needs new sockets:
+/// reported as needing a restart).
+#[derive(Clone)]
 struct Bound {
     name: String,
     bind: std::net::SocketAddr,
@@ -38,8 +43,16 @@ struct Bound {
     nodelay: bool,
 }
 
+impl Bound {
+    fn same_sockets(&self, o: &Bound) -> bool {
+        self.name == o.name && self.bind == o.bind
+    }
+}
+
 pub struct Reloader {
     plan: Arc<Plan>,
+    /// The config the process started with: what needs a restart to change.
+    started: Config,
     keys: Arc<KeySet>,
     knobs: Knobs,
     workers: Vec<UnboundedSender<Update>>,
@@ -77,6 +90,7 @@ fn watch_list(plan: &Plan) -> Vec<Watch> {
         .map(|path| Watch {
             applied: plan.files.stamp_of(&path).or_else(|| stamp(&path)),
             path,
+            failed: None,
             pending: None,
         })
         .collect()
@@ -135,20 +149,31 @@ fn plan_info(p: &Plan) -> PlanInfo {
     }
 }
 
-/// Top-level settings a running process cannot change.
-fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+/// Settings a running process cannot change, compared with what it started
+/// with and how its sockets are bound (so they stay reported until applied).
+fn restart_needed(old: &Config, new: &Config, bound: &[Bound]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut diff = |key: &str, changed: bool| {
+    let mut diff = |key: String, changed: bool| {
         if changed {
-            out.push(key.to_string());
+            out.push(key);
         }
     };
-    diff("workers", old.workers != new.workers);
-    diff("admin", old.admin_bind != new.admin_bind);
-    diff("log_format", old.log_format != new.log_format);
-    diff("ring_entries", old.ring_entries != new.ring_entries);
-    diff("sqpoll_idle_ms", old.sqpoll_idle_ms != new.sqpoll_idle_ms);
-    diff("nofile", old.nofile != new.nofile);
+    diff("workers".into(), old.workers != new.workers);
+    diff("admin".into(), old.admin_bind != new.admin_bind);
+    diff("log_format".into(), old.log_format != new.log_format);
+    diff("ring_entries".into(), old.ring_entries != new.ring_entries);
+    diff(
+        "sqpoll_idle_ms".into(),
+        old.sqpoll_idle_ms != new.sqpoll_idle_ms,
+    );
+    diff("nofile".into(), old.nofile != new.nofile);
+    for (i, l) in new.listeners.iter().enumerate() {
+        let Some(b) = bound.iter().find(|b| b.name == l.name && b.bind == l.bind) else {
+            continue; // new sockets, bound as configured
+        };
+        diff(format!("listener[{i}].backlog"), b.backlog != l.backlog);
+        diff(format!("listener[{i}].nodelay"), b.nodelay != l.nodelay);
+    }
     out
 }
 
@@ -183,6 +208,7 @@ impl Reloader {
             ..Default::default()
         };
         Reloader {
+            started: plan.config.clone(),
             watched: watch_list(&plan),
             bound: bound(&plan),
             keys: gw.keys.clone(),
@@ -212,17 +238,30 @@ impl Reloader {
         let mut changed = Vec::new();
         for w in &mut self.watched {
             let now = stamp(&w.path);
-            if now == w.applied {
+            if now == w.applied || Some(now) == w.failed {
                 w.pending = None;
             } else if w.pending == Some(now) {
-                changed.push(w.path.display().to_string());
+                changed.push(w.path.clone());
             } else {
                 w.pending = Some(now);
             }
         }
         if !changed.is_empty() {
+            let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            let trigger = format!("changed: {}", names.join(", "));
+            // The running config, and only the changed files read anew.
+            let files = Files::seeded(&self.plan.files, &changed);
             let cfg = self.plan.config.clone();
-            self.reload(&format!("changed: {}", changed.join(", ")), Ok(cfg));
+            let outcome = self.reload(&trigger, Ok(cfg), files);
+            if outcome.result != "ok" {
+                for w in self
+                    .watched
+                    .iter_mut()
+                    .filter(|w| changed.contains(&w.path))
+                {
+                    w.failed = w.pending.take();
+                }
+            }
         }
         if self.plan.config.tickets.key_file.is_none()
             && self.rotated_at.elapsed() >= self.plan.config.tickets.rotation
@@ -248,16 +287,12 @@ impl Reloader {
     pub fn reload_config(&mut self, trigger: &str) -> Outcome {
         let path = self.plan.config.path.clone();
         let cfg = crate::config::load_with(&path, &self.knobs);
-        self.reload(trigger, cfg)
+        self.reload(trigger, cfg, Files::default())
     }
 
-    fn reload(&mut self, trigger: &str, cfg: Result<Config, ConfigError>) -> Outcome {
+    fn reload(&mut self, trigger: &str, cfg: Result<Config, ConfigError>, files: Files) -> Outcome {
         tracing::info!(trigger, "reloading");
-        for w in &mut self.watched {
-            w.applied = stamp(&w.path);
-            w.pending = None;
-        }
-        let outcome = match self.try_reload(cfg) {
+        let outcome = match self.try_reload(cfg, files) {
             Ok((files, restart)) => {
                 let generation = self.plan.generation;
                 if restart.is_empty() {
@@ -292,10 +327,6 @@ impl Reloader {
             r.record(outcome.clone());
             r.plan = plan_info(&self.plan);
         }
-        if let Some(e) = &outcome.error {
-            let e = e.clone();
-            self.set_info(|i| i.last_error = Some(e));
-        }
         self.set_info(|i| i.reloads += 1);
         outcome
     }
@@ -306,9 +337,11 @@ impl Reloader {
     fn try_reload(
         &mut self,
         cfg: Result<Config, ConfigError>,
+        files: Files,
     ) -> Result<(Vec<FileOutcome>, Vec<String>), (ConfigError, Vec<FileOutcome>)> {
         let cfg = cfg.map_err(|e| (e, Vec::new()))?;
-        let plan = Plan::build(&cfg, self.plan.generation + 1, Some(&self.plan)).map_err(
+        let next = self.plan.generation + 1;
+        let plan = Plan::build_with(&cfg, next, Some(&self.plan), files).map_err(
             |Failed { error, read }| {
                 let mut rows = file_rows(&read);
                 let (key, msg) = (error.key.clone(), error.msg.clone());
@@ -323,28 +356,60 @@ impl Reloader {
         )?;
         let rows = file_rows(&plan.files.list());
         let keys = match &cfg.tickets.key_file {
-            Some(_) => Arc::new(super::load_keys(&cfg).map_err(|e| (e, rows.clone()))?.0),
+            Some(p) => match super::load_keys(&cfg) {
+                Ok((k, _)) => Arc::new(k),
+                Err(e) => {
+                    let mut rows = rows.clone();
+                    rows.push(FileOutcome {
+                        path: p.display().to_string(),
+                        key: e.key.clone(),
+                        sha256: None,
+                        error: Some(e.msg.clone()),
+                    });
+                    let msg = e.msg.clone();
+                    self.set_info(|i| i.last_error = Some(msg));
+                    return Err((e, rows));
+                }
+            },
+            // Keys kept in memory stay as they are (a file removed from the
+            // config leaves the last keys it gave in use).
             None => self.keys.clone(),
         };
-        let restart = restart_needed(&self.plan.config, &cfg);
+        let restart = restart_needed(&self.started, &cfg, &self.bound);
         // Sockets for listeners that are new or moved; the rest keep theirs.
         let n = self.workers.len();
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
             (0..n).map(|_| Vec::new()).collect();
         let now = bound(&plan);
         for (b, l) in now.iter().zip(&plan.listeners) {
-            if self.bound.contains(b) {
+            if self.bound.iter().any(|o| o.same_sockets(b)) {
                 continue;
             }
-            let socks = listen::bind_all(b.bind, n, b.backlog, b.nodelay).map_err(|e| {
+            // Bound now, listening only once every step that can fail has
+            // succeeded: a refused reload leaves no socket taking connections.
+            let socks = listen::bind_only(b.bind, n, b.nodelay).map_err(|e| {
                 let key = format!("listener {:?}", b.name);
-                let err =
-                    ConfigError::new(&cfg.path, key, format!("cannot listen on {}: {e}", b.bind));
-                (err, rows.clone())
+                let msg = format!("cannot bind {}: {e}", b.bind);
+                (ConfigError::new(&cfg.path, key, msg), rows.clone())
             })?;
             for (w, s) in sockets.iter_mut().zip(socks) {
                 w.push((l.cfg.name.clone(), s));
             }
+        }
+        for (name, s) in sockets.iter().flatten() {
+            let backlog = plan
+                .listener(name)
+                .map_or(4096, |i| plan.listeners[i].cfg.backlog); // ok: i found in plan
+            if let Err(e) = listen::listen(s, backlog) {
+                let key = format!("listener {name:?}");
+                let err = ConfigError::new(&cfg.path, key, format!("cannot listen: {e}"));
+                return Err((err, rows));
+            }
+        }
+        for b in now
+            .iter()
+            .filter(|b| !self.bound.iter().any(|o| o.same_sockets(b)))
+        {
             tracing::info!(listener = %b.name, bind = %b.bind, "listening (added by reload)");
         }
         for b in &self.bound {
@@ -352,16 +417,30 @@ impl Reloader {
                 tracing::info!(listener = %b.name, "listener removed by reload: draining");
             }
         }
-        if keys.ids() != self.keys.ids() {
+        if cfg.tickets.key_file.is_some() {
             let ids = keys.ids();
-            tracing::info!(keys = ?ids, "ticket keys loaded");
+            if ids != self.keys.ids() {
+                tracing::info!(keys = ?ids, "ticket keys loaded");
+            }
             self.set_info(|i| {
                 i.ids = ids;
                 i.loaded_at = now_secs();
                 i.last_error = None;
             });
         }
-        self.bound = now;
+        // Kept sockets keep the settings they were bound with.
+        let old = std::mem::take(&mut self.bound);
+        self.bound = now
+            .into_iter()
+            .map(|b| {
+                let kept = old.iter().find(|o| o.same_sockets(&b));
+                kept.map_or(b, |o| Bound {
+                    backlog: o.backlog,
+                    nodelay: o.nodelay,
+                    ..o.clone()
+                })
+            })
+            .collect();
         self.keys = keys;
         self.plan = Arc::new(plan);
         self.watched = watch_list(&self.plan);

@@ -61,6 +61,8 @@ pub struct WorkerCtx {
     /// Open connections by listener run, for drains and `close_revoked`.
     pub open: super::open::OpenConns,
     pub runs: RefCell<Vec<accept::Run>>,
+    /// Set once the process drains: a late update starts no new runs.
+    pub stopping: Cell<bool>,
 }
 
 fn ring_error(e: io::Error) -> String {
@@ -121,10 +123,12 @@ pub fn run(
             log_limit: RefCell::new(LogLimit::new(10)),
             open: Default::default(),
             runs: RefCell::new(Vec::new()),
+            stopping: Cell::new(false),
         });
         accept::apply_sockets(&w, first.sockets);
         tokio_uring::spawn(apply_updates(w.clone(), updates));
         let _ = stop.wait_for(|s| *s).await;
+        w.stopping.set(true);
         let runs: Vec<accept::Run> = w.runs.borrow_mut().drain(..).collect();
         for r in &runs {
             r.stop_accepting();
@@ -201,8 +205,14 @@ async fn apply_updates(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Update>
             let old = w.gen.borrow();
             Rc::new(generation(Some(&old), &u.plan, &u.keys, &w.shards))
         };
+        let old = std::mem::replace(&mut *w.gen.borrow_mut(), gen.clone());
         *w.current.borrow_mut() = gen.view.clone();
-        *w.gen.borrow_mut() = gen;
+        // Pools the new plan did not keep hold no idle connections from now on.
+        for p in &old.view.pools {
+            if !gen.view.pools.iter().any(|n| Rc::ptr_eq(n, p)) {
+                p.retire();
+            }
+        }
         accept::apply_sockets(&w, u.sockets);
         super::open::close_revoked(&w);
     }

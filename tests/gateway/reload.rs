@@ -323,3 +323,59 @@ fn a_crl_bundle_caught_with_one_of_its_two_cas_is_refused_and_partners_of_both_k
         assert_eq!(client::get(gw.addr(), cfg, "/").unwrap().status, 200);
     }
 }
+
+#[test]
+fn a_changed_crl_is_applied_even_after_a_refused_sighup_and_while_a_key_file_is_half_replaced() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let port = common::free_port();
+    let v1 = config(
+        &listener(&pki, "partners", port, ""),
+        &[("backend", up.addr)],
+    );
+    let gw = common::start_ports(&pki.dir, &v1, port, common::free_port());
+    let good = client::config(&pki, &client::Opts::default());
+    assert_eq!(client::get(gw.addr(), &good, "/").unwrap().status, 200);
+    // An operator mid-change: the server key replaced by a file not yet
+    // complete, a config with a typo, and a SIGHUP that is refused...
+    std::fs::write(pki.dir.join("server.key"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    rewrite(&pki, &gw, &v1.replace("mode = \"http\"", "mode = \"htp\""));
+    // ...while the CRL publisher revokes "good".
+    let crl = pki
+        .ca
+        .crl(&[pki.leaves["good"].serial], time::Duration::days(7))
+        .unwrap();
+    std::fs::write(pki.dir.join("ca.crl.new"), crl).unwrap();
+    std::fs::rename(pki.dir.join("ca.crl.new"), pki.dir.join("ca.crl")).unwrap();
+    gw.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = client::config(&pki, &client::Opts::default());
+        if client::get(gw.addr(), &fresh, "/").is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new CRL was never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = gw.stats();
+    assert_eq!(
+        stats["plan"]["generation"], 2,
+        "one reload applied: the CRL's"
+    );
+    assert!(
+        stats["reload"]["failed_total"].as_u64() >= Some(1),
+        "the SIGHUP was refused"
+    );
+    let c = client::config(
+        &pki,
+        &client::Opts {
+            cert: Some("partner-c"),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        client::get(gw.addr(), &c, "/").unwrap().status,
+        200,
+        "the running server key still serves"
+    );
+}

@@ -203,9 +203,10 @@ async fn handle<D: Io>(
     }
     // Routes, allow-lists and upstreams come from the plan in force now; the
     // connection's own settings (timeouts, limits) from the one it started under.
-    let Some((view, now)) = cx.now() else {
-        return answer(down, cx, &req, 503, "listener removed by a reload").await;
-    };
+    let (view, now, current) = cx.now();
+    if !current {
+        req.keep_alive = false;
+    }
     let (r, decision) = routing::route(cx, &view.plan.listeners[now], req.path()); // ok: `now` indexes this plan
     if let Decision::Deny(why) = decision {
         cx.shard.with(|s| s.denied += 1);
