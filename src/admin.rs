@@ -8,7 +8,7 @@ use crate::metrics::reloads::ReloadInfo;
 use crate::metrics::{export, KeyInfo, PartnerRefusals, Registry};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +24,44 @@ impl Drop for Slot {
     }
 }
 
-pub fn spawn(listener: TcpListener, registry: Registry) -> anyhow::Result<()> {
+/// The running admin listener; `close` stops it taking connections (an
+/// upgrade's successor has its own on the same port).
+pub struct Admin {
+    fd: std::os::fd::RawFd,
+    closed: Arc<AtomicBool>,
+}
+
+impl Admin {
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // SAFETY: the listener's fd stays open for the process's life (its
+        // thread ends on the closed flag but never drops it before exit);
+        // shutdown(2) only wakes the blocked accept.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+    }
+}
+
+pub fn spawn(listener: TcpListener, registry: Registry) -> anyhow::Result<Admin> {
     let registry = Arc::new(registry);
     let busy = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let admin = Admin {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+        closed: closed.clone(),
+    };
     std::thread::Builder::new()
         .name("mtlsgate-admin".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(_) if closed.load(Ordering::Acquire) => break,
+                    Err(_) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
                 if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                     busy.fetch_sub(1, Ordering::AcqRel);
                     drop(stream); // over the limit: the client retries
@@ -48,9 +79,11 @@ pub fn spawn(listener: TcpListener, registry: Registry) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "admin: cannot start a client thread");
                 }
             }
+            // Kept until the process exits, so the fd `Admin::close` names stays valid.
+            std::mem::forget(listener);
         })
         .map_err(|e| anyhow::anyhow!("cannot start admin thread: {e}"))?;
-    Ok(())
+    Ok(admin)
 }
 
 fn handle(mut s: TcpStream, reg: &Registry) {

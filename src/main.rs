@@ -48,6 +48,20 @@ enum Cmd {
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
     },
+    /// Replace a running gateway's binary with the one now at its path, with
+    /// no connection lost (see README "Upgrade"). Exit 0: the new process
+    /// serves; 1: it failed and the old one still serves; 2: could not ask.
+    Upgrade {
+        /// The config file of the running gateway (for its admin address).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The admin listener's address (instead of reading the config).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// How long to wait for the new process.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
     /// sysctl profiles for a gateway host: list, show, diff, verify, apply, revert.
     Tune {
         /// Act on this tree's proc/sys (tests, containers) instead of /.
@@ -202,6 +216,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Upgrade {
+            config,
+            admin,
+            wait,
+        } => {
+            let r = mtlsgate::ctl::admin_addr(admin, config.as_deref())
+                .and_then(|a| mtlsgate::ctl::upgrade(a, wait));
+            return match r {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("mtlsgate: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);
             mtlsgate::demo::run(&mtlsgate::demo::DemoOpts {
@@ -221,14 +251,20 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path, t: &Tuning) -> anyhow::Result<()> {
+    // First, before any thread: what an upgrading predecessor handed over.
+    let successor = runtime::upgrade::inherited().map_err(anyhow::Error::msg)?;
     let knobs = t.knobs()?;
     let cfg = config::load_with(path, &knobs)?;
     init_logs(cfg.log_format);
     for w in host_checks(&cfg, t) {
         tracing::warn!("{w}");
     }
-    let gw = Gateway::build(&cfg)?.with_knobs(knobs);
-    runtime::run(gw)
+    let mut gw = Gateway::build(&cfg)?.with_knobs(knobs);
+    if let (None, Some(k)) = (&cfg.tickets.key_file, &successor.keys) {
+        // The predecessor's in-memory keys: tickets it issued still resume.
+        gw.keys = std::sync::Arc::new(k.clone());
+    }
+    runtime::run(gw, successor)
 }
 
 fn check(path: &std::path::Path, t: &Tuning) -> anyhow::Result<()> {

@@ -104,5 +104,5 @@ pub fn run(o: &DemoOpts<'_>) -> anyhow::Result<()> {
     say!("  curl --cacert {d}/ca.crt --cert {d}/partner-b.crt --key {d}/partner-b.key https://localhost:{}/hello", o.port);
     say!("");
     say!("Metrics: curl http://{}/stats   Stop: Ctrl-C", o.admin);
-    runtime::run(gw)
+    runtime::run(gw, Default::default())
 }

@@ -391,6 +391,14 @@ pub fn stats_json(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         "last_success_at": reloads.last_success_at,
         "last": reloads.last,
     });
-    let v = json!({"listeners": listeners, "workers": workers, "ticket_keys": ticket_keys, "reload": reload, "plan": reloads.plan});
+    let v = json!({
+        "pid": reloads.pid,
+        "listeners": listeners,
+        "workers": workers,
+        "ticket_keys": ticket_keys,
+        "reload": reload,
+        "plan": reloads.plan,
+        "upgrade": {"last_failure": reloads.upgrade},
+    });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

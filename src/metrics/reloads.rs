@@ -65,8 +65,19 @@ pub struct PlanInfo {
     pub crls: Vec<CrlRow>,
 }
 
+/// An upgrade that failed (a successful one ends this process).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeOutcome {
+    pub at: i64,
+    pub error: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadInfo {
+    /// This process (what `mtlsgate upgrade` signals).
+    pub pid: u32,
+    /// The last failed upgrade, if any.
+    pub upgrade: Option<UpgradeOutcome>,
     pub ok_total: u64,
     pub failed_total: u64,
     /// Unix time of the last reload applied (or of the start).

@@ -27,6 +27,23 @@ pub struct View {
 /// A worker's current view, swapped whole on reload; each request reads it once.
 pub type Current = Rc<RefCell<Rc<View>>>;
 
+/// Whether a connection's listener still serves, and how it drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    Serving,
+    /// Shutdown: connections with no request in flight close at once.
+    Now,
+    /// A successor takes over (an upgrade, a listener a reload removed): the
+    /// same, except that a new connection's first request is still served.
+    Handover,
+}
+
+impl Drain {
+    pub fn active(self) -> bool {
+        self != Drain::Serving
+    }
+}
+
 /// What the handshake settled, as an upstream PROXY header reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct TlsFacts {
@@ -47,7 +64,7 @@ pub struct ConnCtx<'a> {
     /// Per-partner limits of the listener (this worker's handle).
     pub limits: &'a dyn WorkerLimiter,
     /// Set when the process drains or a reload removes the listener.
-    pub draining: tokio::sync::watch::Receiver<bool>,
+    pub draining: tokio::sync::watch::Receiver<Drain>,
     /// The verified partner (none only with `client_auth = "optional"`).
     pub peer: Option<Rc<Verified>>,
     /// The partner's address: from the PROXY header when the listener takes

@@ -5,6 +5,7 @@
 
 use super::conn::Accepted;
 use super::worker::WorkerCtx;
+use crate::proxy::Drain;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -14,14 +15,14 @@ pub struct Run {
     pub id: u64,
     pub name: Rc<str>,
     fd: RawFd,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Drain>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Run {
     /// Stops accepting and tells the run's connections to drain.
-    pub fn stop_accepting(&self) {
-        let _ = self.stop.send(true);
+    pub fn stop_accepting(&self, how: Drain) {
+        let _ = self.stop.send(how);
         // Shutting the socket down completes the accept the loop has pending
         // (which would otherwise keep the socket in the reuseport group); with
         // net.ipv4.tcp_migrate_req = 1 the kernel hands its queued connections
@@ -53,12 +54,12 @@ pub fn apply_sockets(w: &Rc<WorkerCtx>, sockets: Vec<(String, std::net::TcpListe
         retire
     };
     for r in retired {
-        r.stop_accepting();
+        r.stop_accepting(Drain::Handover);
         tokio_uring::spawn(drain_run(w.clone(), r));
     }
     for (name, sock) in sockets {
         let l = tokio_uring::net::TcpListener::from_std(sock);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Drain::Serving);
         let id = w.open.next_id();
         let name: Rc<str> = name.into();
         let fd = l.as_raw_fd();
@@ -92,14 +93,14 @@ async fn accept_loop(
     l: tokio_uring::net::TcpListener,
     run: u64,
     name: Rc<str>,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Drain>,
     w: Rc<WorkerCtx>,
 ) {
     loop {
         let (stream, addr) = match l.accept().await {
             Ok(x) => x,
             Err(e) => {
-                if *stop.borrow() {
+                if stop.borrow().active() {
                     return;
                 }
                 if w.log_limit.borrow_mut().allow().is_some() {

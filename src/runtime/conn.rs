@@ -29,7 +29,7 @@ pub struct Accepted {
     /// The listener run that accepted it, and the run's drain signal.
     pub run: u64,
     pub name: Rc<str>,
-    pub draining: watch::Receiver<bool>,
+    pub draining: watch::Receiver<crate::proxy::Drain>,
 }
 
 /// Keeps the per-listener open-connection count right however the task ends.

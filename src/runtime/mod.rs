@@ -10,6 +10,7 @@ mod open;
 mod proxied;
 pub mod reload;
 mod systemd;
+pub mod upgrade;
 mod worker;
 
 use crate::config::{Config, ConfigError};
@@ -74,6 +75,8 @@ pub(crate) enum Event {
     WorkerExit(usize, Result<(), String>),
     /// `POST /reload` on the admin listener: reload, then send the outcome.
     Reload(mpsc::Sender<crate::metrics::reloads::Outcome>),
+    /// The successor an upgrade started is ready (its pid), or failed.
+    Upgraded(Result<u32, String>),
 }
 
 /// Sends `WorkerExit` when the worker thread ends, even by panic.
@@ -93,8 +96,9 @@ impl Drop for ExitGuard {
     }
 }
 
-/// Serves until SIGINT/SIGTERM (then drains) or until a worker dies (error).
-pub fn run(gw: Gateway) -> anyhow::Result<()> {
+/// Serves until SIGINT/SIGTERM (then drains), until a successor started by
+/// SIGUSR2 is ready (then hands over and drains), or until a worker dies (error).
+pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()> {
     let cfg = &gw.plan.config;
     worker::probe_ring(cfg).map_err(anyhow::Error::msg)?;
     let n = cfg.workers;
@@ -113,15 +117,18 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             w.push((l.cfg.name.clone(), s));
         }
     }
+    // SO_REUSEPORT here too: an upgrade's successor binds it beside us.
     let admin = match cfg.admin_bind {
         Some(a) => Some(
-            std::net::TcpListener::bind(a)
-                .map_err(|e| anyhow::anyhow!("admin: cannot listen on {a}: {e}"))?,
+            listen::bind_all(a, 1, 1024, true)
+                .ok()
+                .and_then(|mut v| v.pop())
+                .ok_or_else(|| anyhow::anyhow!("admin: cannot listen on {a}"))?,
         ),
         None => None,
     };
     let (tx, rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(crate::proxy::Drain::Serving);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut metric_txs = Vec::new();
     let mut update_txs = Vec::new();
@@ -155,9 +162,10 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     }
     let mut reloader = reload::Reloader::new(&gw, update_txs);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut admin_handle = None;
     if let Some(a) = admin {
         let reload_tx = std::sync::Mutex::new(tx.clone());
-        crate::admin::spawn(
+        admin_handle = Some(crate::admin::spawn(
             a,
             Registry {
                 keys: reloader.info.clone(),
@@ -171,13 +179,14 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                     orx.recv_timeout(Duration::from_secs(60)).ok()
                 }),
             },
-        )?;
+        )?);
     }
     let sig_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR2,
     ])
     .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
@@ -190,6 +199,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot start signal thread: {e}"))?;
+    let upgrade_tx = tx.clone();
     drop(tx);
     for l in &gw.plan.listeners {
         tracing::info!(listener = %l.cfg.name, bind = %l.cfg.bind, mode = ?l.cfg.mode, workers = n, "listening");
@@ -197,7 +207,15 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
     if let Some(a) = cfg.admin_bind {
         tracing::info!(bind = %a, "admin listening");
     }
-    systemd::ready();
+    if successor.is_upgrade() {
+        // The old process tells systemd we are its main process now.
+        successor.announce_ready();
+        tracing::info!("upgrade: serving beside the old process, which now drains");
+    } else {
+        systemd::ready();
+    }
+    let mut upgrading = false;
+    let mut handover = false;
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Err(mpsc::RecvTimeoutError::Timeout) => reloader.tick(),
@@ -211,6 +229,46 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 let _ = reply.send(reloader.reload_config("admin"));
                 systemd::ready();
             }
+            Ok(Event::Signal(signal_hook::consts::SIGUSR2)) if upgrading => {
+                tracing::warn!("upgrade already in progress");
+            }
+            Ok(Event::Signal(signal_hook::consts::SIGUSR2)) => {
+                let keys = gw
+                    .plan
+                    .config
+                    .tickets
+                    .key_file
+                    .is_none()
+                    .then(|| reloader.keys());
+                match upgrade::start(keys.as_deref()) {
+                    Ok(p) => {
+                        tracing::info!("upgrade: new process started; waiting until it is ready");
+                        upgrading = true;
+                        let tx = upgrade_tx.clone();
+                        std::thread::spawn(move || {
+                            let _ = tx.send(Event::Upgraded(p.wait()));
+                        });
+                    }
+                    Err(e) => reloader.upgrade_failed(e),
+                }
+            }
+            Ok(Event::Upgraded(Err(e))) => {
+                upgrading = false;
+                reloader.upgrade_failed(e);
+            }
+            Ok(Event::Upgraded(Ok(pid))) => {
+                tracing::info!(
+                    pid,
+                    "upgrade: the new process is ready; handing over and draining"
+                );
+                systemd::main_pid(pid);
+                if let Some(a) = &admin_handle {
+                    a.close();
+                }
+                handover = true;
+                let _ = stop_tx.send(crate::proxy::Drain::Handover);
+                break;
+            }
             Ok(Event::Signal(s)) => {
                 tracing::info!(
                     signal = s,
@@ -218,7 +276,7 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 );
                 systemd::stopping();
                 draining.store(true, std::sync::atomic::Ordering::Release);
-                let _ = stop_tx.send(true);
+                let _ = stop_tx.send(crate::proxy::Drain::Now);
                 break;
             }
             Ok(Event::WorkerExit(id, r)) => {
@@ -244,13 +302,17 @@ pub fn run(gw: Gateway) -> anyhow::Result<()> {
                 tracing::warn!("second signal: exiting without waiting for the drain");
                 break;
             }
-            Ok(Event::Reload(_)) => {} // dropped: the caller sees no answer
+            Ok(Event::Reload(_)) | Ok(Event::Upgraded(_)) => {} // dropped: no answer
             Err(_) => {
                 tracing::warn!(workers_left = left, "drain timed out");
                 break;
             }
         }
     }
-    tracing::info!("stopped");
+    if handover {
+        tracing::info!("stopped: the new process serves");
+    } else {
+        tracing::info!("stopped");
+    }
     Ok(())
 }

@@ -9,7 +9,9 @@ use super::listen;
 use super::worker::Update;
 use super::Gateway;
 use crate::config::{Config, ConfigError};
-use crate::metrics::reloads::{CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo};
+use crate::metrics::reloads::{
+    CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo, UpgradeOutcome,
+};
 use crate::metrics::{KeyInfo, Limiters};
 use crate::plan::files::{stamp, Files, Stamp};
 use crate::plan::{Failed, Plan};
@@ -203,6 +205,7 @@ impl Reloader {
             reloads: 0,
         };
         let reloads = ReloadInfo {
+            pid: std::process::id(),
             last_success_at: plan.loaded_at,
             plan: plan_info(&plan),
             ..Default::default()
@@ -219,6 +222,22 @@ impl Reloader {
             reloads: Arc::new(Mutex::new(reloads)),
             limiters: Arc::new(Mutex::new(limiters(&gw.plan))),
             rotated_at: Instant::now(),
+        }
+    }
+
+    /// The ticket keys in force (an upgrade hands in-memory ones over).
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.clone()
+    }
+
+    /// An upgrade that did not happen: logged and shown in `/stats`.
+    pub fn upgrade_failed(&self, e: String) {
+        tracing::error!(error = %e, "upgrade failed; this process keeps serving");
+        if let Ok(mut r) = self.reloads.lock() {
+            r.upgrade = Some(UpgradeOutcome {
+                at: now_secs(),
+                error: e,
+            });
         }
     }
 

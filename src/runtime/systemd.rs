@@ -25,3 +25,8 @@ pub fn reloading() {
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
+
+/// An upgrade's successor (`pid`) is the service's main process from now on.
+pub fn main_pid(pid: u32) {
+    send(&[NotifyState::MainPid(pid), NotifyState::Ready]);
+}

@@ -9,7 +9,7 @@ use crate::limits::WorkerLimiter;
 use crate::metrics::{Shards, WorkerSnapshot};
 use crate::plan::Plan;
 use crate::proxy::upstream::Pool;
-use crate::proxy::{Current, View};
+use crate::proxy::{Current, Drain, View};
 use crate::tls::server::{with_tickets, ListenerTls};
 use crate::tls::tickets::KeySet;
 use crate::tls::verified::VerifiedCache;
@@ -101,7 +101,7 @@ pub fn run(
     id: usize,
     core: Option<core_affinity::CoreId>,
     first: Update,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Drain>,
     metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<WorkerSnapshot>>,
     updates: mpsc::UnboundedReceiver<Update>,
 ) -> Result<(), String> {
@@ -127,11 +127,14 @@ pub fn run(
         });
         accept::apply_sockets(&w, first.sockets);
         tokio_uring::spawn(apply_updates(w.clone(), updates));
-        let _ = stop.wait_for(|s| *s).await;
+        let how = stop
+            .wait_for(|s| s.active())
+            .await
+            .map_or(Drain::Now, |d| *d);
         w.stopping.set(true);
         let runs: Vec<accept::Run> = w.runs.borrow_mut().drain(..).collect();
         for r in &runs {
-            r.stop_accepting();
+            r.stop_accepting(how);
         }
         for r in runs {
             r.finish().await;

@@ -96,7 +96,8 @@ impl KeySet {
         v
     }
 
-    fn to_text(&self) -> String {
+    /// The key-file text (also how an upgrade hands keys to the new process).
+    pub fn to_text(&self) -> String {
         let hex = |s: &Secret| crate::identity::hex(&s.0);
         let mut t = format!(
             "# mtlsgate session-ticket keys. Keep secret (mode 0600); the same file on every host of a fleet.\n\
@@ -111,7 +112,7 @@ impl KeySet {
         t
     }
 
-    fn from_text(text: &str) -> Result<KeySet, String> {
+    pub fn from_text(text: &str) -> Result<KeySet, String> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {

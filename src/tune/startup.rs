@@ -1,5 +1,5 @@
 //! Start-up checks of the host against the config (somaxconn, open-file limit,
-//! io_uring), each with the exact fix; and raising RLIMIT_NOFILE.
+//! tcp_migrate_req, io_uring), each with the exact fix; and raising RLIMIT_NOFILE.
 
 use super::Tree;
 use crate::config::Config;
@@ -53,6 +53,12 @@ pub fn checks(tree: &Tree, cfg: &Config, nofile: u64) -> Vec<String> {
             "the open-file limit is {nofile} but max_connections x workers needs up to {need} descriptors: \
              raise the hard limit (LimitNOFILE={need} in the systemd unit, or `ulimit -Hn {need}` before starting)"
         ));
+    }
+    if read("net.ipv4.tcp_migrate_req") == Some(0) && !cfg.listeners.is_empty() {
+        w.push(
+            "net.ipv4.tcp_migrate_req is 0: connections still queued on a listening socket that closes              (an upgrade, a listener a reload removed) are reset instead of handed to the socket that              takes over; run `sysctl -w net.ipv4.tcp_migrate_req=1` (every tuning profile sets it)"
+                .to_string(),
+        );
     }
     if let Some(v) = read("kernel.io_uring_disabled") {
         if v != 0 {

@@ -23,4 +23,5 @@ mod trust_http;
 mod trust_identity;
 mod trust_tls;
 mod tune;
+mod upgrade;
 mod upstreams;

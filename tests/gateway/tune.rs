@@ -45,6 +45,7 @@ const STORM: &[(&str, &str)] = &[
     ("net.ipv4.ip_local_port_range", "1024\t  65535"),
     ("net.ipv4.tcp_tw_reuse", "1"),
     ("net.ipv4.tcp_fin_timeout", "15"),
+    ("net.ipv4.tcp_migrate_req", "1"),
 ];
 
 #[test]
@@ -74,7 +75,7 @@ fn verify_passes_when_every_key_matches_comparing_multi_value_keys_field_by_fiel
 fn verify_fails_on_a_differing_or_missing_key_and_diff_says_which() {
     let mut v = STORM.to_vec();
     v[0] = ("net.core.somaxconn", "128");
-    v.pop(); // tcp_fin_timeout missing
+    v.retain(|(k, _)| *k != "net.ipv4.tcp_fin_timeout"); // missing
     let t = tree(&v);
     let r = t.path().to_str().unwrap();
     assert!(
@@ -102,6 +103,7 @@ fn apply_changes_the_tree_dry_run_does_not_persist_writes_sysctl_d_and_revert_re
         ("net.core.somaxconn", "128"),
         ("net.ipv4.tcp_max_syn_backlog", "512"),
         ("net.ipv4.tcp_syncookies", "0"),
+        ("net.ipv4.tcp_migrate_req", "0"),
     ]);
     let r = t.path().to_str().unwrap();
     let dry = mtlsgate(&["tune", "--root", r, "apply", "default", "--dry-run"]);

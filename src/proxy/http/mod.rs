@@ -12,7 +12,7 @@ mod routing;
 mod write;
 
 use super::io::{self as pio, Io};
-use super::ConnCtx;
+use super::{ConnCtx, Drain};
 use crate::authz::Decision;
 use crate::bufpool;
 use body::{BodyError, Chunks, Pace};
@@ -45,7 +45,7 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
             close(down, cx).await;
             break;
         }
-        if *cx.draining.borrow() {
+        if cx.draining.borrow().active() {
             // The request is done and nothing of the partner's is unread: say
             // close_notify and go, without lingering.
             let _ = timeout(cx.send_timeout(), down.shutdown_write()).await;
@@ -100,17 +100,30 @@ async fn read_head<D: Io>(
             *deadline
         };
         // No request is in flight until its head is complete, so a drain
-        // closes the connection at once.
+        // closes the connection at once; except in a handover (an upgrade, a
+        // removed listener), where a new connection's first request is still
+        // on its way and a successor would have served it: it is awaited
+        // (within the head's deadline).
         let mut drain = cx.draining.clone();
-        let read = tokio::select! {
-            r = timeout_at(until, down.read(buf)) => r.ok(),
-            _ = drain.wait_for(|d| *d) => None,
+        let mut read_op = std::pin::pin!(timeout_at(until, down.read(buf)));
+        let mut awaiting_first = false;
+        let read = loop {
+            tokio::select! {
+                r = &mut read_op => break r.ok(),
+                d = drain.wait_for(|d| d.active()), if !awaiting_first => {
+                    if first && d.is_ok_and(|d| *d == Drain::Handover) {
+                        awaiting_first = true;
+                        continue;
+                    }
+                    break None;
+                }
+            }
         };
         match read {
             None => {
                 // Timed out or draining: shutting the socket down completes the pending read.
                 down.abort();
-                if partial && !*cx.draining.borrow() {
+                if partial && !cx.draining.borrow().active() {
                     cx.shard.request(408);
                 }
                 return None;

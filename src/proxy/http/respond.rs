@@ -97,7 +97,8 @@ pub(super) async fn respond<D: Io>(
     }
     // An HTTP/1.0 partner can't read chunked framing: send the data, then close.
     let dechunk = req.http10 && resp.body == BodyKind::Chunked;
-    let close = !req.keep_alive || resp.body == BodyKind::Close || dechunk || *cx.draining.borrow();
+    let close =
+        !req.keep_alive || resp.body == BodyKind::Close || dechunk || cx.draining.borrow().active();
     let mut o = bufpool::big();
     let resp_rest = if dechunk {
         let mut h = resp.clone();
