@@ -24,15 +24,23 @@ fn sigterm_finishes_in_flight_requests_closes_idle_ones_at_once_and_turns_ready_
     let _quiet = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     let mut half = client::connect(gw.addr(), &cfg, "localhost").unwrap();
     half.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
-    // Five requests in flight when the signal comes.
-    let slow: Vec<_> = (0..5)
+    // Fifty requests in flight when the signal comes.
+    let slow: Vec<_> = (0..50)
         .map(|_| {
             let cfg = cfg.clone();
             let addr = gw.addr();
             std::thread::spawn(move || client::get(addr, &cfg, "/slow").map(|r| r.status))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300)); // let them reach the upstream
+    // Let them reach the upstream (it holds each for 1.5 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.requests().iter().filter(|r| r.path == "/slow").count() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the 50 slow requests did not all reach the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(common::admin_get(gw.admin, "/ready").unwrap().0, 200);
     let signalled = Instant::now();
     let ok = Command::new("kill")

@@ -124,3 +124,34 @@ fn a_source_over_its_handshake_limit_is_refused_before_any_tls() {
     let good = client::config(&pki, &client::Opts::default());
     assert_eq!(client::get(gw.addr(), &good, "/").unwrap().status, 200);
 }
+
+#[test]
+fn in_tcp_mode_a_partner_over_its_connection_limit_is_refused_and_reaches_no_upstream() {
+    let pki = Pki::new();
+    let (addr, got) = upstream::tcp_sink_then_source(5);
+    let text = common::http_config(
+        &pki,
+        addr,
+        "",
+        "",
+        "[listener.limits]\nmax_connections_per_partner = 1",
+    )
+    .replace("mode = \"http\"", "mode = \"tcp\"");
+    let gw = common::start(&pki.dir, &text);
+    let good = client::config(&pki, &client::Opts::default());
+    let _first = client::connect(gw.addr(), &good, "localhost").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = client::connect(gw.addr(), &good, "localhost").unwrap();
+    let _ = second.write_all(b"hello");
+    let mut b = Vec::new();
+    let _ = second.read_to_end(&mut b);
+    assert!(b.is_empty(), "the refused connection gets nothing");
+    assert_eq!(
+        gw.wait_stat("partners", "/limited/partner_connections", 1),
+        1
+    );
+    assert!(
+        got.try_recv().is_err(),
+        "nothing of it reaches the upstream"
+    );
+}
