@@ -1,11 +1,11 @@
 //! Admin listener (plain HTTP, loopback by default): `/metrics` (Prometheus),
-//! `/stats` (JSON), `/healthz`, `/ready`, and `POST /reload`. Runs on its own threads, off the
+//! `/stats` (JSON), `/certs`, `/healthz`, `/ready`, and `POST /reload`. Runs on its own threads, off the
 //! workers' hot path; it asks the workers for their shards only when read.
 //! Each client gets a thread (at most `MAX_CLIENTS` at once), so a slow one
 //! costs only itself and a health check never waits behind it.
 
 use crate::metrics::reloads::ReloadInfo;
-use crate::metrics::{export, KeyInfo, PartnerRefusals, Registry};
+use crate::metrics::{export, json, Detail, KeyInfo, PartnerRefusals, Registry};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,7 +92,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let until = std::time::Instant::now() + Duration::from_secs(3);
-    let (path, head_only) = loop {
+    let (path, query, head_only) = loop {
         if std::time::Instant::now() > until {
             return; // a trickling client gets a bounded share
         }
@@ -112,14 +112,13 @@ fn handle(mut s: TcpStream, reg: &Registry) {
                 if req.method != Some("GET") && req.method != Some("HEAD") {
                     return reply(&mut s, false, 405, "text/plain", "method not allowed\n");
                 }
-                let path = req
-                    .path
-                    .unwrap_or("/")
-                    .split('?')
-                    .next()
-                    .unwrap_or("/")
-                    .to_string();
-                break (path, req.method == Some("HEAD"));
+                let target = req.path.unwrap_or("/");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                break (
+                    path.to_string(),
+                    query.to_string(),
+                    req.method == Some("HEAD"),
+                );
             }
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
             _ => return reply(&mut s, false, 400, "text/plain", "bad request\n"),
@@ -127,28 +126,40 @@ fn handle(mut s: TcpStream, reg: &Registry) {
     };
     match path.as_str() {
         "/metrics" => {
-            let snap = reg.collect(WORKER_WAIT);
+            let snap = reg.collect(WORKER_WAIT, Detail::Light);
             let (keys, reloads) = info(reg);
             let mut body = export::prometheus(&snap, &keys, &reloads);
             export::partner_limits(&mut body, &limits(reg));
             reply(&mut s, head_only, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
-            let snap = reg.collect(WORKER_WAIT);
+            let snap = reg.collect(WORKER_WAIT, Detail::Full);
             let (keys, reloads) = info(reg);
-            reply(
-                &mut s,
-                head_only,
-                200,
-                "application/json",
-                &export::stats_json(&snap, &keys, &reloads),
-            )
+            let body = json::stats_json(&snap, &keys, &reloads);
+            reply(&mut s, head_only, 200, "application/json", &body)
+        }
+        "/certs" => {
+            let within = match query.split('&').find_map(|kv| kv.strip_prefix("within=")) {
+                None => None,
+                Some(v) => match humantime::parse_duration(v) {
+                    Ok(d) => Some(d.as_secs().min(i64::MAX as u64) as i64),
+                    Err(e) => {
+                        let msg = format!("within={v:?}: {e} (e.g. within=30d)\n");
+                        return reply(&mut s, false, 400, "text/plain", &msg);
+                    }
+                },
+            };
+            let snap = reg.collect(WORKER_WAIT, Detail::Light);
+            let (_, reloads) = info(reg);
+            let now = crate::tls::material::now_secs();
+            let body = json::certs_json(&snap, &reloads, now, within);
+            reply(&mut s, head_only, 200, "application/json", &body)
         }
         "/ready" if reg.draining.load(Ordering::Acquire) => {
             reply(&mut s, head_only, 503, "text/plain", "draining\n")
         }
         "/healthz" | "/ready" => {
-            let snap = reg.collect(WORKER_WAIT);
+            let snap = reg.collect(WORKER_WAIT, Detail::Ping);
             let down = snap.iter().filter(|w| w.is_none()).count();
             if down == 0 {
                 reply(&mut s, head_only, 200, "text/plain", "ok\n")
@@ -167,7 +178,7 @@ fn handle(mut s: TcpStream, reg: &Registry) {
             head_only,
             404,
             "text/plain",
-            "not found: try /metrics /stats /healthz\n",
+            "not found: try /metrics /stats /certs /healthz /ready\n",
         ),
     }
 }

@@ -129,6 +129,9 @@ mod tests {
             dns: vec!["api.partner-b.example".into()],
             sha256: "ab".repeat(32),
             not_after: 0,
+            not_before: 0,
+            serial: "01".into(),
+            issuer: "CN=Test CA".into(),
         }
     }
 

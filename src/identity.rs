@@ -26,6 +26,11 @@ pub struct PeerId {
     pub sha256: String,
     /// notAfter as seconds since the epoch.
     pub not_after: i64,
+    pub not_before: i64,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// Issuer DN (RFC 4514; the CA's own, so not the partner's to choose).
+    pub issuer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,9 @@ impl PeerId {
             dns,
             sha256: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
             not_after: cert.validity().not_after.timestamp(),
+            not_before: cert.validity().not_before.timestamp(),
+            serial: hex(cert.raw_serial()),
+            issuer: rfc4514(cert.issuer()).unwrap_or_else(|_| "(unreadable)".to_string()),
         })
     }
 

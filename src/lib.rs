@@ -26,6 +26,7 @@ pub mod header;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod outcome;
 pub mod plan;
 pub mod proxy;
 pub mod proxy_protocol;

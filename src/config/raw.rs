@@ -23,12 +23,21 @@ pub struct RawConfig {
     pub ticket_rotation: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
+    pub partner_cap: Option<usize>,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
     #[serde(default)]
     pub upstream: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: String,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

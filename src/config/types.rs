@@ -53,6 +53,19 @@ pub enum CrlCheck {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Text,
+}
+
+/// Where request lines go when not to the process log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub path: PathBuf,
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
@@ -182,6 +195,10 @@ pub struct Config {
     pub tickets: TicketConfig,
     /// After SIGTERM: how long in-flight requests get to finish.
     pub drain_timeout: Duration,
+    /// Distinct partners with metric series of their own; the rest are `other`.
+    pub partner_cap: usize,
+    /// A buffered access-log file instead of request lines in the process log.
+    pub access_log: Option<AccessLogConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
 }

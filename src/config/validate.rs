@@ -110,7 +110,29 @@ impl Validator<'_> {
                 lifetime.as_secs(),
             )?,
         };
+        let partner_cap = raw.partner_cap.unwrap_or(1000);
+        if partner_cap == 0 {
+            return Err(self.err("partner_cap", "must be at least 1"));
+        }
+        let access_log = match raw.access_log {
+            None => None,
+            Some(a) => Some(AccessLogConfig {
+                path: self.path(&a.path),
+                format: match a.format.as_deref() {
+                    None | Some("json") => AccessLogFormat::Json,
+                    Some("text") => AccessLogFormat::Text,
+                    Some(o) => {
+                        return Err(self.err(
+                            "access_log.format",
+                            format!("{o:?}: use \"json\" or \"text\""),
+                        ))
+                    }
+                },
+            }),
+        };
         Ok(Config {
+            access_log,
+            partner_cap,
             drain_timeout: nonzero(self, "drain_timeout", raw.drain_timeout, 10)?,
             path: self.file.to_path_buf(),
             workers,

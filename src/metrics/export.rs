@@ -1,20 +1,12 @@
-//! Renders merged metrics as Prometheus text and as JSON for `/stats`.
+//! Renders merged metrics as Prometheus text (`/metrics`); `json` renders `/stats` and `/certs`.
 
 use super::reloads::ReloadInfo;
+use super::series::BUCKETS_US;
 use super::{merge, KeyInfo, ListenerStats, PartnerRefusals, Snapshot};
-use hdrhistogram::Histogram;
-use serde_json::{json, Map, Value};
+use crate::tls::Kind;
 use std::fmt::Write as _;
 
-const QUANTILES: [(f64, &str); 5] = [
-    (0.5, "0.5"),
-    (0.9, "0.9"),
-    (0.99, "0.99"),
-    (0.999, "0.999"),
-    (1.0, "1"),
-];
-
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -22,7 +14,13 @@ fn esc(v: &str) -> String {
 
 /// Writes one metric family: `# HELP`/`# TYPE`, then `name{labels} value` per row.
 /// (Writing to a String cannot fail, so `writeln!` results are ignored.)
-fn family(w: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
+pub(super) fn family(
+    w: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: Vec<(String, String)>,
+) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in rows {
         if labels.is_empty() {
@@ -63,16 +61,40 @@ fn one(v: impl ToString) -> Vec<(String, String)> {
     vec![(String::new(), v.to_string())]
 }
 
+/// One histogram's samples from non-cumulative bucket counts (the last: +Inf).
+pub(super) fn histogram(
+    w: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[u64],
+    counts: &[u64],
+    sum_us: u64,
+) {
+    let mut acc = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        acc += c;
+        let le = bounds
+            .get(i)
+            .map_or("+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+        let _ = writeln!(w, "{name}_bucket{{{labels},le=\"{le}\"}} {acc}");
+    }
+    let _ = writeln!(w, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(w, "{name}_count{{{labels}}} {acc}");
+}
+
 pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
     let (names, merged) = merge(snap);
     let (names, m) = (&names[..], &merged);
     let mut w = String::new();
     let kinds = |s: &ListenerStats| {
         vec![
-            (",kind=\"full\"".to_string(), s.hs_full.len().to_string()),
+            (
+                ",kind=\"full\"".to_string(),
+                s.count(Kind::Full).to_string(),
+            ),
             (
                 ",kind=\"resumed\"".to_string(),
-                s.hs_resumed.len().to_string(),
+                s.count(Kind::Resumed).to_string(),
             ),
         ]
     };
@@ -83,39 +105,31 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         "Completed TLS handshakes.",
         per_listener(names, m, kinds),
     );
-    let mut summary = Vec::new();
-    for (n, s) in names.iter().zip(m) {
-        let n = esc(n);
-        for (kind, h) in [("full", &s.hs_full), ("resumed", &s.hs_resumed)] {
-            for (q, qs) in QUANTILES {
-                let v = if h.is_empty() {
-                    0.0
-                } else {
-                    h.value_at_quantile(q) as f64 / 1e6
-                };
-                summary.push((
-                    format!("listener=\"{n}\",kind=\"{kind}\",quantile=\"{qs}\""),
-                    v.to_string(),
-                ));
-            }
-        }
-    }
-    family(
-        &mut w,
-        "mtlsgate_handshake_duration_seconds",
-        "summary",
-        "Accept to handshake complete.",
-        summary,
-    );
-    for (suffix, f) in [("_sum", true), ("_count", false)] {
+    for (name, help, cpu) in [
+        (
+            "mtlsgate_handshake_seconds",
+            "Accept to handshake complete (or failed), by kind, outcome, TLS version and key-exchange group.",
+            false,
+        ),
+        (
+            "mtlsgate_handshake_cpu_seconds",
+            "The gateway's own processing time in the handshake (time in rustls), network waits excluded.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (n, s) in names.iter().zip(m) {
-            for (kind, h) in [("full", &s.hs_full), ("resumed", &s.hs_resumed)] {
-                let v = if f {
-                    (h.mean() * h.len() as f64 / 1e6).to_string()
-                } else {
-                    h.len().to_string()
-                };
-                let _ = writeln!(w, "mtlsgate_handshake_duration_seconds{suffix}{{listener=\"{}\",kind=\"{kind}\"}} {v}", esc(n));
+            for (k, series) in &s.series {
+                let labels = format!(
+                    "listener=\"{}\",kind=\"{}\",outcome=\"{}\",version=\"{}\",group=\"{}\"",
+                    esc(n),
+                    k.kind.label(),
+                    if k.ok { "ok" } else { "failed" },
+                    k.version,
+                    k.group
+                );
+                let clock = if cpu { &series.cpu } else { &series.total };
+                histogram(&mut w, name, &labels, &BUCKETS_US, &clock.buckets, clock.sum_us);
             }
         }
     }
@@ -130,8 +144,13 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         &mut w,
         "mtlsgate_handshake_failures_total",
         "counter",
-        "Refused or failed handshakes by reason.",
-        per_listener(names, m, |s| by("reason", &s.failures)),
+        "Connections that ended before they were served, by side (downstream: the partner; upstream; internal: the gateway's limits) and reason.",
+        per_listener(names, m, |s| {
+            s.failures
+                .iter()
+                .map(|(o, v)| (format!(",side=\"{}\",reason=\"{}\"", o.side().label(), o.label()), v.to_string()))
+                .collect()
+        }),
     );
     family(
         &mut w,
@@ -284,6 +303,13 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         "Generation of the plan in force (1 at start, +1 per applied reload).",
         one(reloads.plan.generation),
     );
+    super::partners::prometheus(
+        &mut w,
+        names,
+        m,
+        &reloads.plan,
+        crate::tls::material::now_secs(),
+    );
     w
 }
 
@@ -312,93 +338,11 @@ pub fn partner_limits(w: &mut String, limits: &[(String, PartnerRefusals)]) {
     );
 }
 
-fn ratio(s: &ListenerStats) -> f64 {
-    let all = s.hs_full.len() + s.hs_resumed.len();
-    if all == 0 {
+pub(super) fn ratio(s: &ListenerStats) -> f64 {
+    let (full, resumed) = (s.count(Kind::Full), s.count(Kind::Resumed));
+    if full + resumed == 0 {
         0.0
     } else {
-        s.hs_resumed.len() as f64 / all as f64
+        resumed as f64 / (full + resumed) as f64
     }
-}
-
-fn latency(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return json!({"count": 0});
-    }
-    json!({
-        "count": h.len(),
-        "p50": h.value_at_quantile(0.5),
-        "p90": h.value_at_quantile(0.9),
-        "p99": h.value_at_quantile(0.99),
-        "p999": h.value_at_quantile(0.999),
-        "max": h.max(),
-        "mean": (h.mean() * 10.0).round() / 10.0,
-    })
-}
-
-fn listener_json(s: &ListenerStats) -> Value {
-    let full = s.hs_full.len();
-    let resumed = s.hs_resumed.len();
-    json!({
-        "handshakes": {"full": full, "resumed": resumed},
-        "resumption_ratio": ratio(s),
-        "ticket_failures": s.ticket_failures,
-        "handshake_latency_us": {"full": latency(&s.hs_full), "resumed": latency(&s.hs_resumed)},
-        "failures": s.failures,
-        "tls_versions": s.versions,
-        "connections": {"accepted": s.accepted, "active": s.active, "rejected_max_connections": s.rejected_limit},
-        "policy_denied": s.denied,
-        "closed_revoked": s.closed_revoked,
-        "limited": s.limited,
-        "requests": s.requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
-        "upstream_errors": s.upstream_errors,
-    })
-}
-
-pub fn stats_json(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
-    let (names, merged) = merge(snap);
-    let listeners: Map<String, Value> = names
-        .iter()
-        .zip(&merged)
-        .map(|(n, s)| (n.clone(), listener_json(s)))
-        .collect();
-    let workers: Vec<Value> = snap
-        .iter()
-        .enumerate()
-        .map(|(i, w)| match w {
-            None => json!({"worker": i, "answered": false}),
-            Some(ls) => json!({
-                "worker": i,
-                "answered": true,
-                "listeners": ls.iter().map(|(n, s)| (n.clone(), json!({
-                    "handshakes": {"full": s.hs_full.len(), "resumed": s.hs_resumed.len()},
-                    "failures": s.failures,
-                    "connections_active": s.active,
-                }))).collect::<Map<_, _>>(),
-            }),
-        })
-        .collect();
-    let ticket_keys = json!({
-        "source": keys.source,
-        "ids": keys.ids.iter().map(|(s, i)| (s.to_string(), json!(i))).collect::<Map<_, _>>(),
-        "loaded_at": keys.loaded_at,
-        "last_error": keys.last_error,
-        "reloads": keys.reloads,
-    });
-    let reload = json!({
-        "ok_total": reloads.ok_total,
-        "failed_total": reloads.failed_total,
-        "last_success_at": reloads.last_success_at,
-        "last": reloads.last,
-    });
-    let v = json!({
-        "pid": reloads.pid,
-        "listeners": listeners,
-        "workers": workers,
-        "ticket_keys": ticket_keys,
-        "reload": reload,
-        "plan": reloads.plan,
-        "upgrade": {"last_failure": reloads.upgrade},
-    });
-    serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -2,26 +2,34 @@
 //! snapshotted on request and merged only when the admin endpoint is read.
 
 pub mod export;
+pub mod json;
+pub mod partners;
 pub mod reloads;
 
+pub mod series;
+
+use crate::outcome::Outcome;
 use crate::tls::tickets::TicketCounters;
-use hdrhistogram::Histogram;
+use crate::tls::Kind;
+use series::{CertSeen, PartnerStats, Series, SeriesKey};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// One listener's figures within one worker (or merged over workers).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ListenerStats {
-    pub hs_full: Histogram<u64>,
-    pub hs_resumed: Histogram<u64>,
-    pub failures: BTreeMap<&'static str, u64>,
+    /// Handshakes, completed or failed, by kind, outcome, version and group.
+    pub series: BTreeMap<SeriesKey, Series>,
+    pub failures: BTreeMap<Outcome, u64>,
     pub versions: BTreeMap<&'static str, u64>,
     pub accepted: u64,
     pub active: i64,
+    /// Connections in their handshake now (PROXY header included).
+    pub handshaking: i64,
     pub rejected_limit: u64,
     pub denied: u64,
     /// Open connections closed because a reloaded CRL revoked their certificate.
@@ -32,60 +40,85 @@ pub struct ListenerStats {
     pub upstream_errors: BTreeMap<&'static str, u64>,
     /// Tickets not accepted, by cause (filled from the sealers at snapshot time).
     pub ticket_failures: BTreeMap<&'static str, u64>,
+    /// By partner identity (SPIFFE ID, else subject).
+    pub partners: HashMap<String, PartnerStats>,
+    /// Client certificates seen, by SHA-256.
+    pub certs: HashMap<String, CertSeen>,
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs .. 60 s, 3 significant digits; the bounds are constants.
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds") // ok: constant, valid bounds
-}
-
-impl Default for ListenerStats {
-    fn default() -> Self {
-        ListenerStats {
-            hs_full: histogram(),
-            hs_resumed: histogram(),
-            failures: BTreeMap::new(),
-            versions: BTreeMap::new(),
-            accepted: 0,
-            active: 0,
-            rejected_limit: 0,
-            denied: 0,
-            closed_revoked: 0,
-            limited: BTreeMap::new(),
-            requests: BTreeMap::new(),
-            upstream_errors: BTreeMap::new(),
-            ticket_failures: BTreeMap::new(),
-        }
+fn add<K: Ord + Clone>(to: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, v) in from {
+        *to.entry(k.clone()).or_default() += v;
     }
 }
 
 impl ListenerStats {
     pub fn merge(&mut self, o: &ListenerStats) {
-        let _ = self.hs_full.add(&o.hs_full);
-        let _ = self.hs_resumed.add(&o.hs_resumed);
-        for (k, v) in &o.failures {
-            *self.failures.entry(k).or_default() += v;
+        for (k, s) in &o.series {
+            match self.series.get_mut(k) {
+                Some(m) => m.merge(s),
+                None => {
+                    self.series.insert(*k, s.clone());
+                }
+            }
         }
-        for (k, v) in &o.versions {
-            *self.versions.entry(k).or_default() += v;
-        }
+        add(&mut self.failures, &o.failures);
+        add(&mut self.versions, &o.versions);
         self.accepted += o.accepted;
         self.active += o.active;
+        self.handshaking += o.handshaking;
         self.rejected_limit += o.rejected_limit;
         self.denied += o.denied;
         self.closed_revoked += o.closed_revoked;
-        for (k, v) in &o.limited {
-            *self.limited.entry(k).or_default() += v;
+        add(&mut self.limited, &o.limited);
+        add(&mut self.requests, &o.requests);
+        add(&mut self.upstream_errors, &o.upstream_errors);
+        add(&mut self.ticket_failures, &o.ticket_failures);
+        for (p, s) in &o.partners {
+            self.partners.entry(p.clone()).or_default().merge(s);
         }
-        for (k, v) in &o.requests {
-            *self.requests.entry(*k).or_default() += v;
+        for (sha, c) in &o.certs {
+            match self.certs.get_mut(sha) {
+                Some(m) => m.merge(c),
+                None => {
+                    self.certs.insert(sha.clone(), c.clone());
+                }
+            }
         }
-        for (k, v) in &o.upstream_errors {
-            *self.upstream_errors.entry(k).or_default() += v;
+    }
+
+    /// A copy without the HDR histograms: what `/metrics` needs.
+    pub fn light(&self) -> ListenerStats {
+        ListenerStats {
+            series: self.series.iter().map(|(k, s)| (*k, s.light())).collect(),
+            partners: self.partners.clone(),
+            certs: self.certs.clone(),
+            failures: self.failures.clone(),
+            versions: self.versions.clone(),
+            limited: self.limited.clone(),
+            requests: self.requests.clone(),
+            upstream_errors: self.upstream_errors.clone(),
+            ticket_failures: self.ticket_failures.clone(),
+            ..*self
         }
-        for (k, v) in &o.ticket_failures {
-            *self.ticket_failures.entry(k).or_default() += v;
+    }
+
+    /// The completed handshakes of one kind, all versions and groups.
+    pub fn completed(&self, kind: Kind) -> Series {
+        let mut out = Series::new();
+        for (_, s) in self.series.iter().filter(|(k, _)| k.ok && k.kind == kind) {
+            out.merge(s);
         }
+        out
+    }
+
+    /// Completed handshakes of one kind.
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.series
+            .iter()
+            .filter(|(k, _)| k.ok && k.kind == kind)
+            .map(|(_, s)| s.total.count())
+            .sum()
     }
 }
 
@@ -96,6 +129,14 @@ pub struct WorkerMetrics {
     pub listeners: Vec<(String, ListenerStats)>,
     /// Per listener, like `listeners`; written by this worker's ticket sealers only.
     tickets: Vec<Arc<TicketCounters>>,
+}
+
+/// The partner's entry, made on its first event (a `String` once per partner).
+fn partner_entry<'a>(s: &'a mut ListenerStats, p: &str) -> &'a mut PartnerStats {
+    if !s.partners.contains_key(p) {
+        s.partners.insert(p.to_string(), PartnerStats::default());
+    }
+    s.partners.get_mut(p).unwrap_or_else(|| unreachable!()) // ok: inserted just above
 }
 
 /// Handle used on the hot path: a cheap, thread-local reference to one listener's stats.
@@ -111,21 +152,65 @@ impl Shard {
         f(&mut m.listeners[self.idx].1) // ok: idx < listeners.len(): entries are never removed
     }
 
-    pub fn handshake(&self, took: Duration, resumed: bool, version: &'static str) {
-        let us = (took.as_micros() as u64).clamp(1, 60_000_000);
+    /// A completed handshake: its series, and the partner's figures.
+    pub fn handshake(&self, key: SeriesKey, total: Duration, cpu: Duration, partner: Option<&str>) {
         self.with(|s| {
-            let h = if resumed {
-                &mut s.hs_resumed
-            } else {
-                &mut s.hs_full
-            };
-            h.saturating_record(us);
-            *s.versions.entry(version).or_default() += 1;
+            s.series.entry(key).or_default().record(total, cpu);
+            if key.ok {
+                *s.versions.entry(key.version).or_default() += 1;
+            }
+            if let (true, Some(p)) = (key.ok, partner) {
+                partner_entry(s, p).handshake(key.kind, total);
+            }
         });
     }
 
-    pub fn failure(&self, reason: &'static str) {
-        self.with(|s| *s.failures.entry(reason).or_default() += 1);
+    /// A connection that ends before it is served: counted by outcome, and
+    /// for the partner when the refusal names one.
+    pub fn failure(&self, o: Outcome, partner: Option<&str>) {
+        self.with(|s| {
+            *s.failures.entry(o).or_default() += 1;
+            if let Some(p) = partner {
+                *partner_entry(s, p).failures.entry(o).or_default() += 1;
+            }
+        });
+    }
+
+    /// A verified connection: the inventory of certificates seen.
+    pub fn cert_seen(&self, v: &crate::tls::verified::Verified, now: i64) {
+        self.with(|s| match s.certs.get_mut(&v.peer.sha256) {
+            Some(c) => {
+                c.last_seen = now;
+                c.connections += 1;
+            }
+            None => {
+                let c = CertSeen {
+                    partner: v.peer.label().to_string(),
+                    serial: v.peer.serial.clone(),
+                    issuer: v.peer.issuer.clone(),
+                    not_before: v.peer.not_before,
+                    not_after: v.peer.not_after,
+                    first_seen: now,
+                    last_seen: now,
+                    connections: 1,
+                };
+                s.certs.insert(v.peer.sha256.clone(), c);
+            }
+        });
+    }
+
+    /// Bytes a partner moved (request and response bodies, tcp-mode pipes).
+    pub fn bytes(&self, partner: &str, bytes_in: u64, bytes_out: u64) {
+        self.with(|s| {
+            let p = partner_entry(s, partner);
+            p.bytes_in += bytes_in;
+            p.bytes_out += bytes_out;
+        });
+    }
+
+    /// A request's status, for the listener and the partner.
+    pub fn partner_request(&self, partner: &str, status: u16) {
+        self.with(|s| partner_entry(s, partner).request(status));
     }
 
     pub fn request(&self, status: u16) {
@@ -184,10 +269,18 @@ impl Shards {
     }
 
     /// Answers snapshot requests from the admin thread until it goes away.
-    pub async fn serve(self, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<WorkerSnapshot>>) {
-        while let Some(reply) = rx.recv().await {
+    pub async fn serve(self, mut rx: mpsc::UnboundedReceiver<SnapshotRequest>) {
+        while let Some((detail, reply)) = rx.recv().await {
             let m = self.inner.borrow();
-            let mut snap = m.listeners.clone();
+            let mut snap: WorkerSnapshot = match detail {
+                Detail::Ping => Vec::new(),
+                Detail::Full => m.listeners.clone(),
+                Detail::Light => m
+                    .listeners
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.light()))
+                    .collect(),
+            };
             for ((_, s), t) in snap.iter_mut().zip(m.tickets.iter()) {
                 let load =
                     |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -205,11 +298,23 @@ impl Shards {
 /// One worker's stats, per listener name.
 pub type WorkerSnapshot = Vec<(String, ListenerStats)>;
 
+/// How much a snapshot copies: `/metrics` needs no HDR histogram (buckets
+/// and sums suffice, and add up across hosts); `/stats` wants exact percentiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Nothing: a health check only wants to know the worker answers.
+    Ping,
+    Light,
+    Full,
+}
+
+pub type SnapshotRequest = (Detail, oneshot::Sender<WorkerSnapshot>);
+
 /// What the admin thread holds: a way to ask every worker for its shard.
 pub struct Registry {
     /// Ticket keys in use (written by the main thread on load/rotation).
     pub keys: Arc<Mutex<KeyInfo>>,
-    pub workers: Vec<mpsc::UnboundedSender<oneshot::Sender<WorkerSnapshot>>>,
+    pub workers: Vec<mpsc::UnboundedSender<SnapshotRequest>>,
     /// Reload outcomes and the plan in force (written by the main thread).
     pub reloads: Arc<Mutex<reloads::ReloadInfo>>,
     /// Each listener's limiter in the plan in force (written by the main thread).
@@ -245,13 +350,13 @@ pub type Snapshot = Vec<Option<WorkerSnapshot>>;
 
 impl Registry {
     /// Asks each worker for its shard, waiting up to `timeout` for each.
-    pub fn collect(&self, timeout: Duration) -> Snapshot {
+    pub fn collect(&self, timeout: Duration, detail: Detail) -> Snapshot {
         let pending: Vec<_> = self
             .workers
             .iter()
             .map(|w| {
                 let (tx, rx) = oneshot::channel();
-                w.send(tx).ok().map(|_| rx)
+                w.send((detail, tx)).ok().map(|_| rx)
             })
             .collect();
         let deadline = std::time::Instant::now() + timeout;

@@ -58,6 +58,8 @@ pub struct CrlRow {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlanInfo {
     pub generation: u64,
+    /// Distinct partners with series of their own (the rest: `other`).
+    pub partner_cap: usize,
     pub loaded_at: i64,
     pub listeners: Vec<String>,
     pub upstreams: Vec<String>,

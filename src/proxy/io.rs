@@ -1,11 +1,9 @@
 //! One byte-stream interface over plain TCP and TLS, in io_uring's owned-buffer style.
 
 use crate::bufpool;
-use crate::tls::TlsStream;
-use rustls::{ConnectionCommon, SideData};
+use crate::tls::{ClientStream, ServerStream};
 use std::io;
 use std::net::Shutdown;
-use std::ops::DerefMut;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_uring::buf::BoundedBuf;
@@ -24,6 +22,11 @@ pub trait Io {
     /// Ends only our reading: a pending read completes (end of stream) and we
     /// can still write, e.g. a 408 after a body read timed out.
     fn stop_reading(&self);
+    /// After a read saw end of stream: did the peer end it properly (TLS:
+    /// with close_notify, not a bare TCP close that may be a truncation)?
+    fn closed_cleanly(&self) -> bool {
+        true
+    }
 }
 
 impl Io for TcpStream {
@@ -54,27 +57,34 @@ impl Io for TcpStream {
     }
 }
 
-impl<C, S> Io for TlsStream<C>
-where
-    C: DerefMut<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
-    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        TlsStream::read(self, buf).await
-    }
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        TlsStream::write_all(self, buf).await
-    }
-    async fn shutdown_write(&self) -> io::Result<()> {
-        TlsStream::shutdown_write(self).await
-    }
-    fn abort(&self) {
-        TlsStream::abort(self)
-    }
-    fn stop_reading(&self) {
-        let _ = self.tcp().shutdown(Shutdown::Read);
-    }
+/// Both ends' TLS streams, named through `tls` (the one module that knows rustls).
+macro_rules! tls_io {
+    ($t:ty) => {
+        impl Io for $t {
+            async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+                <$t>::read(self, buf).await
+            }
+            async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+                <$t>::write_all(self, buf).await
+            }
+            async fn shutdown_write(&self) -> io::Result<()> {
+                <$t>::shutdown_write(self).await
+            }
+            fn abort(&self) {
+                <$t>::abort(self)
+            }
+            fn stop_reading(&self) {
+                let _ = self.tcp().shutdown(Shutdown::Read);
+            }
+            fn closed_cleanly(&self) -> bool {
+                <$t>::closed_cleanly(self)
+            }
+        }
+    };
 }
+
+tls_io!(ServerStream);
+tls_io!(ClientStream);
 
 /// Writes all of `buf` within `t`; on expiry the connection is aborted (so the
 /// pending write completes) and the result is an error. Every write the proxy

@@ -1,6 +1,7 @@
 //! Proxying after the handshake: HTTP/1.1 reverse proxy or a TCP byte pipe,
 //! to upstreams reached through per-worker pools.
 
+pub mod access;
 pub mod http;
 pub mod io;
 pub mod tcp;
@@ -79,6 +80,23 @@ pub struct ConnCtx<'a> {
     /// The TLS server name (SNI) the partner asked for.
     pub sni: Option<String>,
     pub log_requests: bool,
+    /// The buffered access-log file, when configured (else `log_requests`).
+    pub access: Option<Rc<access::AccessLog>>,
+    /// Accept → handshake complete, for the access log.
+    pub handshake_us: u64,
+}
+
+/// How a request (or tcp session) ended, for its counters and its log line.
+pub struct Finished<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// 0 for a tcp session (no status, no requests_total entry).
+    pub status: u16,
+    pub upstream: &'a str,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub started: std::time::Instant,
+    pub outcome: Option<crate::outcome::Outcome>,
 }
 
 impl ConnCtx<'_> {
@@ -91,6 +109,63 @@ impl ConnCtx<'_> {
         match found.filter(|&i| v.plan.listeners[i].cfg.mode == self.listener.cfg.mode) {
             Some(i) => (v, i, true),
             None => (self.own.0.clone(), self.own.1, false),
+        }
+    }
+
+    /// A response sent (or refused request answered): per listener and per partner.
+    pub fn count_request(&self, status: u16) {
+        self.shard.request(status);
+        if let Some(v) = &self.peer {
+            self.shard.partner_request(v.peer.label(), status);
+        }
+    }
+
+    /// Counts a finished request (or session) and writes its log line.
+    pub fn finish(&self, f: Finished<'_>) {
+        if f.status != 0 {
+            self.count_request(f.status);
+        }
+        self.count_bytes(f.bytes_in, f.bytes_out);
+        let duration_us = f.started.elapsed().as_micros() as u64;
+        if let Some(log) = &self.access {
+            log.write(&access::Entry {
+                listener: &self.listener.cfg.name,
+                identity: self.peer_label(),
+                addr: self.peer_addr,
+                tls_version: self.tls.version,
+                resumed: self.tls.resumed,
+                handshake_us: self.handshake_us,
+                method: f.method,
+                path: f.path,
+                status: f.status,
+                upstream: f.upstream,
+                bytes_in: f.bytes_in,
+                bytes_out: f.bytes_out,
+                duration_us,
+                outcome: f.outcome,
+            });
+        } else if self.log_requests {
+            tracing::info!(
+                listener = %self.listener.cfg.name,
+                peer = self.peer_label(),
+                addr = %self.peer_addr,
+                method = f.method,
+                path = f.path,
+                status = f.status,
+                upstream = f.upstream,
+                bytes_in = f.bytes_in,
+                bytes_out = f.bytes_out,
+                ms = duration_us as f64 / 1000.0,
+                outcome = f.outcome.map_or("ok", |o| o.label()),
+                "request"
+            );
+        }
+    }
+
+    /// Body bytes the partner sent and received.
+    pub fn count_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        if let Some(v) = &self.peer {
+            self.shard.bytes(v.peer.label(), bytes_in, bytes_out);
         }
     }
 

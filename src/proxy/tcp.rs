@@ -10,9 +10,16 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 /// Copies `src` to `dst` until end of stream, then half-closes `dst`.
-/// Returns the bytes moved, or `None` if the pipe broke.
-async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>, idle: Duration) -> Option<u64> {
-    let mut total = 0u64;
+/// Counts the bytes delivered to `dst` in `moved` as they go (so a broken or
+/// cancelled pipe still reports them); returns whether the direction ended
+/// cleanly (end of stream, not an error or a deadline).
+async fn pump<S: Io, D: Io>(
+    src: &S,
+    dst: &D,
+    last: &Cell<Instant>,
+    idle: Duration,
+    moved: &Cell<u64>,
+) -> bool {
     let mut buf = bufpool::small();
     loop {
         let (res, b) = src.read(buf).await;
@@ -22,16 +29,17 @@ async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>, idle: Durati
             Ok(0) => {
                 bufpool::give(buf);
                 let _ = timeout(idle, dst.shutdown_write()).await;
-                return Some(total);
+                return src.closed_cleanly();
             }
-            Ok(n) => total += n as u64,
+            Ok(_) => {}
             Err(_) => {
                 bufpool::give(buf);
                 dst.abort();
-                return None;
+                return false;
             }
         }
         let full = buf.len() == buf.capacity();
+        let n = buf.len() as u64;
         // Its own deadline: the idle watch alone would let a partner that sends a
         // byte now and then, but never reads, hold the upstream side.
         let (res, b) = match timeout(idle, dst.write_all(buf)).await {
@@ -39,7 +47,7 @@ async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>, idle: Durati
             Err(_) => {
                 dst.abort();
                 src.abort();
-                return None;
+                return false;
             }
         };
         last.set(Instant::now());
@@ -48,8 +56,9 @@ async fn pump<S: Io, D: Io>(src: &S, dst: &D, last: &Cell<Instant>, idle: Durati
         if res.is_err() {
             bufpool::give(buf);
             src.abort();
-            return None;
+            return false;
         }
+        moved.set(moved.get() + n);
         if full && buf.capacity() < bufpool::BIG {
             // Busy stream: move up to a big buffer.
             bufpool::give(std::mem::replace(&mut buf, bufpool::big()));
@@ -128,33 +137,39 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
         }
     }
     let last = Cell::new(Instant::now());
+    let (moved_in, moved_out) = (Cell::new(0), Cell::new(0));
     let both = async {
         tokio::join!(
-            pump(down, up, &last, l.cfg.idle_timeout),
-            pump(up, down, &last, l.cfg.idle_timeout)
+            pump(down, up, &last, l.cfg.idle_timeout, &moved_in),
+            pump(up, down, &last, l.cfg.idle_timeout, &moved_out)
         )
     };
-    let (a, b) = tokio::select! {
+    let (a_ok, b_ok) = tokio::select! {
         r = both => r,
         _ = idle_watch(&last, l.cfg.idle_timeout) => {
             // Shutting both sockets down completes the reads the pumps left pending.
             down.abort();
             up.abort();
-            (None, None)
+            (false, false)
         }
     };
-    if cx.log_requests {
-        tracing::info!(
-            listener = %l.cfg.name,
-            peer = cx.peer_label(),
-            addr = %cx.peer_addr,
-            upstream = %lease.upstream().ctx.cfg.name,
-            bytes_in = a.unwrap_or(0),
-            bytes_out = b.unwrap_or(0),
-            clean = a.is_some() && b.is_some(),
-            secs = started.elapsed().as_secs_f64(),
-            "tcp session"
-        );
-    }
+    let (a, b) = (moved_in.get(), moved_out.get());
+    // Not clean: a direction broke, timed out, or ended without close_notify
+    // (a truncation the partner may not have meant).
+    let outcome = match (a_ok, b_ok) {
+        (true, true) => None,
+        (false, _) => Some(crate::outcome::Outcome::PeerClosed),
+        (true, false) => Some(crate::outcome::Outcome::UpstreamBadResponse),
+    };
+    cx.finish(super::Finished {
+        method: "-",
+        path: "-",
+        status: 0,
+        upstream: &lease.upstream().ctx.cfg.name,
+        bytes_in: a,
+        bytes_out: b,
+        started,
+        outcome,
+    });
     // `lease` drops here: a tcp-mode upstream connection is never reused.
 }

@@ -3,8 +3,7 @@
 
 use super::io::Io;
 use crate::plan::Upstream;
-use crate::tls::TlsStream;
-use rustls::ClientConnection;
+use crate::tls::ClientStream;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -16,7 +15,7 @@ use tokio_uring::net::TcpStream;
 
 pub enum UpConn {
     Plain(TcpStream),
-    Tls(Box<TlsStream<ClientConnection>>),
+    Tls(Box<ClientStream>),
 }
 
 impl UpConn {
@@ -130,11 +129,9 @@ pub async fn connect(ctx: &Upstream, start: usize) -> Result<UpConn, UpError> {
         let Some(tls) = &ctx.tls else {
             return Ok(UpConn::Plain(tcp));
         };
-        let conn = match ClientConnection::new(tls.config.clone(), tls.server_name.clone()) {
-            Ok(c) => c,
-            Err(_) => return Err(UpError::Tls),
+        let Ok(stream) = tls.connect(tcp) else {
+            return Err(UpError::Tls);
         };
-        let stream = TlsStream::new(tcp, conn);
         match timeout(cfg.connect_timeout, stream.handshake()).await {
             Err(_) => {
                 stream.abort();

@@ -124,12 +124,11 @@ async fn accept_loop(
             continue;
         }
         if w.handshaking.get() >= lc.cfg.max_handshakes {
-            shard.failure("handshake_limit");
+            shard.failure(crate::outcome::Outcome::HandshakeLimit, None);
             continue;
         }
         shard.with(|s| s.active += 1);
         let c = Accepted {
-            stream,
             addr,
             gen,
             idx,
@@ -138,6 +137,6 @@ async fn accept_loop(
             name: name.clone(),
             draining: stop.clone(),
         };
-        super::worker::spawn_conn(&w, c);
+        super::worker::spawn_conn(&w, stream, c);
     }
 }

@@ -4,6 +4,7 @@
 
 mod accept;
 mod conn;
+mod handshake;
 pub mod listen;
 mod loglimit;
 mod open;
@@ -102,6 +103,15 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
     let cfg = &gw.plan.config;
     worker::probe_ring(cfg).map_err(anyhow::Error::msg)?;
     let n = cfg.workers;
+    if let Some(a) = &cfg.access_log {
+        crate::proxy::access::AccessLog::open(&a.path, a.format).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: access_log.path: {}: cannot open for appending: {e}",
+                cfg.path.display(),
+                a.path.display()
+            )
+        })?;
+    }
     // Bind everything first so address errors surface before any thread starts.
     let mut per_worker: Vec<Vec<(String, std::net::TcpListener)>> =
         (0..n).map(|_| Vec::new()).collect();

@@ -143,6 +143,7 @@ fn plan_info(p: &Plan) -> PlanInfo {
     }
     PlanInfo {
         generation: p.generation,
+        partner_cap: p.config.partner_cap,
         loaded_at: p.loaded_at,
         listeners: p.listeners.iter().map(|l| l.cfg.name.clone()).collect(),
         upstreams: p.upstreams.iter().map(|u| u.cfg.name.clone()).collect(),
@@ -394,6 +395,12 @@ impl Reloader {
             // config leaves the last keys it gave in use).
             None => self.keys.clone(),
         };
+        if let Some(a) = &cfg.access_log {
+            if let Err(e) = crate::proxy::access::AccessLog::open(&a.path, a.format) {
+                let msg = format!("{}: cannot open for appending: {e}", a.path.display());
+                return Err((ConfigError::new(&cfg.path, "access_log.path", msg), rows));
+            }
+        }
         let restart = restart_needed(&self.started, &cfg, &self.bound);
         // Sockets for listeners that are new or moved; the rest keep theirs.
         let n = self.workers.len();

@@ -6,8 +6,9 @@ use super::loglimit::LogLimit;
 use super::{accept, conn};
 use crate::config::Config;
 use crate::limits::WorkerLimiter;
-use crate::metrics::{Shards, WorkerSnapshot};
+use crate::metrics::Shards;
 use crate::plan::Plan;
+use crate::proxy::access::AccessLog;
 use crate::proxy::upstream::Pool;
 use crate::proxy::{Current, Drain, View};
 use crate::tls::server::{with_tickets, ListenerTls};
@@ -18,7 +19,7 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// What the main thread sends a worker: the plan to serve, the ticket keys,
 /// and sockets for listeners that are new (or moved) in this plan.
@@ -40,7 +41,7 @@ pub struct ListenerState {
 /// `ListenerState` with this worker's ticket sealer (replaced on key rotation).
 pub struct Live {
     pub state: Rc<ListenerState>,
-    pub config: Arc<rustls::ServerConfig>,
+    pub config: crate::tls::ServerConfig,
 }
 
 /// One generation as this worker serves it: the view proxies read, and the
@@ -63,6 +64,24 @@ pub struct WorkerCtx {
     pub runs: RefCell<Vec<accept::Run>>,
     /// Set once the process drains: a late update starts no new runs.
     pub stopping: Cell<bool>,
+    /// The access-log file of the plan in force (reopened on every update,
+    /// so a SIGHUP after logrotate moves writes to the new file).
+    pub access: RefCell<Option<Rc<AccessLog>>>,
+}
+
+/// Opens the plan's access log for this worker, with its flusher task.
+fn open_access(plan: &Plan) -> Option<Rc<AccessLog>> {
+    let c = plan.config.access_log.as_ref()?;
+    match AccessLog::open(&c.path, c.format) {
+        Ok(l) => {
+            tokio_uring::spawn(AccessLog::flusher(Rc::downgrade(&l)));
+            Some(l)
+        }
+        Err(e) => {
+            tracing::error!(path = %c.path.display(), error = %e, "cannot open the access log; request lines go to the process log");
+            None
+        }
+    }
 }
 
 fn ring_error(e: io::Error) -> String {
@@ -102,7 +121,7 @@ pub fn run(
     core: Option<core_affinity::CoreId>,
     first: Update,
     mut stop: watch::Receiver<Drain>,
-    metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<WorkerSnapshot>>,
+    metrics_rx: mpsc::UnboundedReceiver<crate::metrics::SnapshotRequest>,
     updates: mpsc::UnboundedReceiver<Update>,
 ) -> Result<(), String> {
     if let Some(c) = core {
@@ -124,6 +143,7 @@ pub fn run(
             open: Default::default(),
             runs: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
+            access: RefCell::new(open_access(&first.plan)),
         });
         accept::apply_sockets(&w, first.sockets);
         tokio_uring::spawn(apply_updates(w.clone(), updates));
@@ -216,12 +236,13 @@ async fn apply_updates(w: Rc<WorkerCtx>, mut rx: mpsc::UnboundedReceiver<Update>
                 p.retire();
             }
         }
+        *w.access.borrow_mut() = open_access(&u.plan);
         accept::apply_sockets(&w, u.sockets);
         super::open::close_revoked(&w);
     }
 }
 
 /// Spawns a connection's task (kept here so `accept` need not name `conn`).
-pub fn spawn_conn(w: &Rc<WorkerCtx>, c: conn::Accepted) {
-    tokio_uring::spawn(conn::serve(c, w.clone()));
+pub fn spawn_conn(w: &Rc<WorkerCtx>, stream: tokio_uring::net::TcpStream, c: conn::Accepted) {
+    tokio_uring::spawn(conn::serve(stream, c, w.clone()));
 }

@@ -18,6 +18,17 @@ pub struct UpstreamTls {
     pub certs: Vec<Material>,
 }
 
+impl UpstreamTls {
+    /// Starts a client-side TLS connection to the origin on `tcp`.
+    pub fn connect(
+        &self,
+        tcp: tokio_uring::net::TcpStream,
+    ) -> Result<super::ClientStream, rustls::Error> {
+        let conn = rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())?;
+        Ok(super::TlsStream::new(tcp, conn))
+    }
+}
+
 pub fn build(
     files: &Files,
     file: &Path,

@@ -8,7 +8,21 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 use rustls::{Error, SignatureScheme};
+use std::cell::RefCell;
 use std::sync::Arc;
+use x509_parser::prelude::FromDer;
+
+thread_local! {
+    /// The partner a refusal on this thread was for, when it is known to be
+    /// one (see `attribute`); taken by `stream` right after the rustls call
+    /// that refused, before any other connection's handshake runs.
+    static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The refused partner the last verification on this thread named, if any.
+pub fn take_refused() -> Option<String> {
+    REFUSED.with(|r| r.borrow_mut().take())
+}
 
 #[derive(Debug)]
 pub struct PeerVerifier {
@@ -23,6 +37,46 @@ fn refused(e: IdentityError) -> Error {
 /// True when a rustls error is our identity refusal (the `bad_identity` label).
 pub fn is_identity_refusal(e: &CertificateError) -> bool {
     matches!(e, CertificateError::Other(o) if o.0.downcast_ref::<IdentityError>().is_some())
+}
+
+impl PeerVerifier {
+    /// Which partner a refusal is for, only when the chain is the CA's: a
+    /// revocation is found on a chain built to a trusted root; an expired (or
+    /// not yet valid) certificate counts as the partner's only if the chain
+    /// verifies at a moment it was valid. Anything else (unknown CA, bad
+    /// signature…) names nobody: a stranger must not get failures counted
+    /// under a name of its choosing.
+    fn attribute(
+        &self,
+        e: &Error,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<String> {
+        let Error::InvalidCertificate(c) = e else {
+            return None;
+        };
+        let then = match c {
+            CertificateError::Revoked => None,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                Some(identity::PeerId::from_der(end_entity).ok()?.not_after - 1)
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                let (_, cert) = x509_parser::prelude::X509Certificate::from_der(end_entity).ok()?;
+                Some(cert.validity().not_before.timestamp() + 1)
+            }
+            _ => return None,
+        };
+        if let Some(t) = then {
+            let at =
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(t).ok()?));
+            self.inner
+                .verify_client_cert(end_entity, intermediates, at)
+                .ok()?;
+        }
+        identity::PeerId::from_der(end_entity)
+            .ok()
+            .map(|p| p.label().to_string())
+    }
 }
 
 impl ClientCertVerifier for PeerVerifier {
@@ -41,9 +95,17 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let ok = self
+        let ok = match self
             .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                let who = self.attribute(&e, end_entity, intermediates);
+                REFUSED.with(|r| *r.borrow_mut() = who);
+                return Err(e);
+            }
+        };
         // Only a chain the CA vouches for gets this far, so a stranger can't make
         // us parse arbitrary DER. Checked only: the identity itself is built once
         // per chain after the handshake (`verified`), where it is kept.

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::ops::DerefMut;
+use std::time::{Duration, Instant};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
@@ -34,6 +35,13 @@ pub struct TlsStream<C> {
     write_lock: tokio::sync::Mutex<()>,
     /// The last read filled its buffer: the next one uses a big buffer.
     want_big: Cell<bool>,
+    /// Time spent in rustls during the handshake (processing received
+    /// records, producing ours): the gateway's own cost, network waits aside.
+    cpu: Cell<Duration>,
+    /// The partner a refused handshake was for, when the verifier could name it.
+    refused: RefCell<Option<String>>,
+    /// The peer ended its side with close_notify (not a bare TCP close).
+    close_notify: Cell<bool>,
 }
 
 impl<C, S> TlsStream<C>
@@ -47,7 +55,25 @@ where
             conn: RefCell::new(conn),
             write_lock: tokio::sync::Mutex::new(()),
             want_big: Cell::new(false),
+            cpu: Cell::new(Duration::ZERO),
+            refused: RefCell::new(None),
+            close_notify: Cell::new(false),
         }
+    }
+
+    /// Whether the end of stream a read returned came with close_notify.
+    pub fn closed_cleanly(&self) -> bool {
+        self.close_notify.get()
+    }
+
+    /// Time the handshake spent in rustls (see the field).
+    pub fn handshake_cpu(&self) -> Duration {
+        self.cpu.get()
+    }
+
+    /// The partner a refused handshake was for, if the verifier named one.
+    pub fn refused_partner(&self) -> Option<String> {
+        self.refused.borrow_mut().take()
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -109,7 +135,23 @@ where
         Ok(n > 0)
     }
 
-    fn feed(&self, mut data: &[u8]) -> Result<(), TlsError> {
+    fn feed(&self, data: &[u8]) -> Result<(), TlsError> {
+        let handshaking = self.conn.borrow().is_handshaking();
+        if !handshaking {
+            return self.process(data);
+        }
+        let _ = super::peer_verifier::take_refused(); // nothing stale
+        let t = Instant::now();
+        let r = self.process(data);
+        self.cpu.set(self.cpu.get() + t.elapsed());
+        if r.is_err() {
+            // Taken now: no other connection's handshake has run since.
+            *self.refused.borrow_mut() = super::peer_verifier::take_refused();
+        }
+        r
+    }
+
+    fn process(&self, mut data: &[u8]) -> Result<(), TlsError> {
         let mut conn = self.conn.borrow_mut();
         let data_was_empty = data.is_empty();
         if data_was_empty {
@@ -144,8 +186,12 @@ where
             let mut out = bufpool::big();
             {
                 let mut conn = self.conn.borrow_mut();
+                let t = conn.is_handshaking().then(Instant::now);
                 while conn.wants_write() && out.len() < bufpool::BIG {
                     conn.write_tls(&mut out)?;
+                }
+                if let Some(t) = t {
+                    self.cpu.set(self.cpu.get() + t.elapsed());
                 }
             }
             if out.is_empty() {
@@ -184,6 +230,7 @@ where
                 return (r, buf);
             }
             if state.peer_has_closed() || eof {
+                self.close_notify.set(state.peer_has_closed());
                 return (Ok(0), buf);
             }
             if self.conn.borrow().wants_write() {

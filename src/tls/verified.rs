@@ -13,6 +13,7 @@ use super::material;
 use super::server::ListenerTls;
 use crate::header::HeaderValue;
 use crate::identity::{IdentityError, PeerId};
+use crate::outcome::Outcome;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use std::collections::HashMap;
@@ -77,9 +78,9 @@ impl VerifiedCache {
         tls: &ListenerTls,
         chain: &[CertificateDer<'_>],
         resumed: bool,
-    ) -> Result<Rc<Verified>, &'static str> {
+    ) -> Result<Rc<Verified>, Outcome> {
         let Some((leaf, rest)) = chain.split_first() else {
-            return Err("no_cert");
+            return Err(Outcome::NoClientCert);
         };
         let now = material::now_secs();
         if !self
@@ -106,8 +107,8 @@ impl VerifiedCache {
                 .map_err(|e| super::tls_reason(&e))?;
         }
         let peer = PeerId::from_der(leaf).map_err(|e| match e {
-            IdentityError::Control(_) | IdentityError::NotText(_) => "bad_identity",
-            IdentityError::Unparsable(_) => "bad_cert",
+            IdentityError::Control(_) | IdentityError::NotText(_) => Outcome::BadIdentity,
+            IdentityError::Unparsable(_) => Outcome::BadCert,
         })?;
         let mut valid_until = earliest_not_after(rest).unwrap_or(now).min(peer.not_after);
         if let Some(crl) = tls.crl_valid_until {
@@ -115,7 +116,7 @@ impl VerifiedCache {
         }
         // `check_str` keeps control characters out of the identity, so this holds;
         // the constructor is still the one gate on every header value.
-        let xfcc = HeaderValue::new(peer.xfcc()).map_err(|_| "bad_identity")?;
+        let xfcc = HeaderValue::new(peer.xfcc()).map_err(|_| Outcome::BadIdentity)?;
         let v = Rc::new(Verified {
             xfcc,
             peer,

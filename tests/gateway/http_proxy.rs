@@ -398,8 +398,9 @@ fn metrics_expose_handshakes_latency_and_requests_in_prometheus_text() {
     for want in [
         "mtlsgate_handshakes_total{listener=\"partners\",kind=\"full\"} 1",
         "mtlsgate_requests_total{listener=\"partners\",code=\"200\"} 1",
-        "mtlsgate_handshake_duration_seconds_count{listener=\"partners\",kind=\"full\"} 1",
-        "# TYPE mtlsgate_handshake_duration_seconds summary",
+        "mtlsgate_handshake_seconds_count{listener=\"partners\",kind=\"full\",outcome=\"ok\",version=\"1.3\",group=\"",
+        "# TYPE mtlsgate_handshake_seconds histogram",
+        "# TYPE mtlsgate_handshake_cpu_seconds histogram",
         "mtlsgate_ticket_keys_info{source=\"memory\",slot=\"current\"",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

@@ -124,7 +124,7 @@ async fn read_head<D: Io>(
                 // Timed out or draining: shutting the socket down completes the pending read.
                 down.abort();
                 if partial && !cx.draining.borrow().active() {
-                    cx.shard.request(408);
+                    cx.count_request(408);
                 }
                 return None;
             }
@@ -152,7 +152,7 @@ async fn close<D: Io>(down: &D, cx: &ConnCtx<'_>) {
 
 /// Sends a gateway-generated error and counts it; the connection then closes.
 async fn reject<D: Io>(down: &D, cx: &ConnCtx<'_>, code: u16, detail: &str) {
-    cx.shard.request(code);
+    cx.count_request(code);
     tracing::info!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), addr = %cx.peer_addr, status = code, detail, "request rejected");
     let _ = pio::send(
         down,
@@ -182,7 +182,12 @@ async fn answer_retry<D: Io>(
     detail: &str,
     retry_after: Option<u64>,
 ) -> Next {
-    cx.shard.request(code);
+    let outcome = match code {
+        403 => Some(crate::outcome::Outcome::DeniedByPolicy),
+        429 => Some(crate::outcome::Outcome::PartnerRateLimit),
+        _ => None,
+    };
+    respond::finish(cx, req, code, "-", std::time::Instant::now(), 0, outcome);
     let close = req.body != BodyKind::None || !req.keep_alive;
     let response = match retry_after {
         Some(secs) => head::too_many_requests(secs, close, detail),
@@ -360,7 +365,14 @@ async fn handle<D: Io>(
                 reject(down, cx, 413, "request body too large").await;
                 return Next::Close;
             }
-            Err(_) => return Next::Close, // the partner went away mid-body
+            Err(_) => {
+                // The partner went away mid-body; what reached the upstream is
+                // counted and logged as nginx does: 499, client closed request.
+                drop(lease);
+                let o = Some(crate::outcome::Outcome::PeerClosed);
+                respond::finish(cx, &req, 499, &ucfg.name, started, 0, o);
+                return Next::Close;
+            }
         }
     }
     respond(down, cx, &req, lease, started).await

@@ -6,9 +6,10 @@ use super::body::{self, BodyError, Chunks, Pace};
 use super::head::{self, BodyKind, RequestHead};
 use super::Next;
 use crate::bufpool;
+use crate::outcome::Outcome;
 use crate::proxy::io::{self as pio, Io};
 use crate::proxy::upstream::Lease;
-use crate::proxy::ConnCtx;
+use crate::proxy::{ConnCtx, Finished};
 use tokio::time::{timeout_at, Instant};
 
 /// Response bodies up to this size are read whole before they are relayed.
@@ -120,9 +121,10 @@ pub(super) async fn respond<D: Io>(
         } else {
             drop(lease); // closed now, not after the partner's write
         }
+        let out_len = o.len() as u64;
         let sent = pio::send(down, o, cx.send_timeout()).await;
-        cx.shard.request(resp.code);
-        log_request(cx, req, resp.code, upstream_name, started);
+        let outcome = sent.is_err().then_some(Outcome::PeerClosed);
+        finish(cx, req, resp.code, upstream_name, started, out_len, outcome);
         return match sent {
             Ok(o) => {
                 bufpool::give(o);
@@ -135,9 +137,21 @@ pub(super) async fn respond<D: Io>(
             Err(_) => Next::Close,
         };
     }
+    let head_len = o.len() as u64;
     match pio::send(down, o, cx.send_timeout()).await {
         Ok(o) => bufpool::give(o),
-        Err(_) => return Next::Close,
+        Err(_) => {
+            finish(
+                cx,
+                req,
+                resp.code,
+                upstream_name,
+                started,
+                0,
+                Some(Outcome::PeerClosed),
+            );
+            return Next::Close;
+        }
     }
     let mut pending = upbuf;
     let copied = body::copy(
@@ -158,8 +172,13 @@ pub(super) async fn respond<D: Io>(
     // Bytes past the end of the body mean the upstream's framing is off: don't reuse it.
     let clean_end = pending.is_empty();
     bufpool::give(pending);
-    cx.shard.request(resp.code);
-    log_request(cx, req, resp.code, upstream_name, started);
+    let (sent, outcome) = match &copied {
+        Ok(n) => (head_len + n, None),
+        Err(BodyError::SrcFraming(_)) => (head_len, Some(Outcome::UpstreamBadResponse)),
+        Err(BodyError::SrcTimeout) => (head_len, Some(Outcome::UpstreamTimeout)),
+        Err(_) => (head_len, Some(Outcome::PeerClosed)),
+    };
+    finish(cx, req, resp.code, upstream_name, started, sent, outcome);
     match copied {
         Ok(_) => {
             if resp.reusable && clean_end {
@@ -198,9 +217,18 @@ pub(super) async fn upstream_failed<D: Io>(
 ) -> Next {
     drop(lease);
     cx.shard.upstream_error(kind);
-    cx.shard.request(code);
     tracing::warn!(listener = %cx.listener.cfg.name, peer = cx.peer_label(), method = %req.method, path = %req.path(), status = code, kind, "upstream failed");
-    log_request(cx, req, code, "-", started);
+    let outcome = match code {
+        504 => Outcome::UpstreamTimeout,
+        503 => Outcome::PoolExhausted,
+        _ if kind == "tls_failed" => Outcome::UpstreamTls,
+        _ if kind == "connect_failed" => Outcome::UpstreamRefused,
+        _ if kind.starts_with("write") || kind.starts_with("request_body") => {
+            Outcome::UpstreamWriteFailed
+        }
+        _ => Outcome::UpstreamBadResponse,
+    };
+    finish(cx, req, code, "-", started, 0, Some(outcome));
     // The request body may be partly unread: close rather than guess where the next request starts.
     let _ = pio::send(
         down,
@@ -211,24 +239,28 @@ pub(super) async fn upstream_failed<D: Io>(
     Next::Close
 }
 
-fn log_request(
+/// Counts the request and writes its log line (see `ConnCtx::finish`).
+pub(super) fn finish(
     cx: &ConnCtx<'_>,
     req: &RequestHead,
     status: u16,
     upstream: &str,
     started: std::time::Instant,
+    bytes_out: u64,
+    outcome: Option<Outcome>,
 ) {
-    if cx.log_requests {
-        tracing::info!(
-            listener = %cx.listener.cfg.name,
-            peer = cx.peer_label(),
-            addr = %cx.peer_addr,
-            method = %req.method,
-            path = %req.path(),
-            status,
-            upstream,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
+    let bytes_in = match req.body {
+        BodyKind::Length(n) => n,
+        _ => 0,
+    };
+    cx.finish(Finished {
+        method: &req.method,
+        path: req.path(),
+        status,
+        upstream,
+        bytes_in,
+        bytes_out,
+        started,
+        outcome,
+    });
 }
