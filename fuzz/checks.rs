@@ -88,6 +88,8 @@ fn gateway_owned(name: &str) -> bool {
         "x-forwarded-client-cert",
         "x-forwarded-for",
         "forwarded",
+        "x-real-ip",
+        "true-client-ip",
         "x-original-url",
         "x-rewrite-url",
     ]

@@ -109,6 +109,9 @@ fn handle(mut s: TcpStream, reg: &Registry) {
                 if req.method == Some("POST") && bare == Some("/reload") {
                     return reload(&mut s, reg);
                 }
+                if req.method == Some("POST") && bare == Some("/upgrade") {
+                    return upgrade(&mut s, reg);
+                }
                 if req.method != Some("GET") && req.method != Some("HEAD") {
                     return reply(&mut s, false, 405, "text/plain", "method not allowed\n");
                 }
@@ -209,6 +212,30 @@ fn reload(s: &mut TcpStream, reg: &Registry) {
         }
         None => reply(s, false, 503, "text/plain", "the gateway did not answer\n"),
     }
+    drain_close(s);
+}
+
+/// `POST /upgrade` (what `mtlsgate upgrade` sends): answered once the new
+/// process serves (200, its pid) or failed (422, why; the old one serves on).
+fn upgrade(s: &mut TcpStream, reg: &Registry) {
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    match (reg.upgrade)() {
+        Some(Ok(pid)) => {
+            let body =
+                serde_json::json!({"result": "ok", "pid": pid, "old_pid": std::process::id()});
+            reply(s, false, 200, "application/json", &format!("{body}\n"))
+        }
+        Some(Err(e)) => {
+            let body =
+                serde_json::json!({"result": "failed", "error": e, "pid": std::process::id()});
+            reply(s, false, 422, "application/json", &format!("{body}\n"))
+        }
+        None => reply(s, false, 503, "text/plain", "the gateway did not answer\n"),
+    }
+    drain_close(s);
+}
+
+fn drain_close(s: &mut TcpStream) {
     // Whatever the client sent after the head (a body) is read before the
     // close, so the close is a FIN and the answer is not lost to a reset.
     let _ = s.shutdown(std::net::Shutdown::Write);

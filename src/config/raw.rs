@@ -75,6 +75,8 @@ pub struct RawListener {
     pub send_timeout: Option<Duration>,
     /// Expect a PROXY protocol v2 header before TLS on every connection.
     pub proxy_protocol: Option<bool>,
+    /// The balancers' addresses (CIDRs) a PROXY header is taken from.
+    pub proxy_protocol_from: Option<Vec<String>>,
     pub tls: RawServerTls,
     #[serde(default)]
     pub route: Vec<RawRoute>,

@@ -130,6 +130,8 @@ pub struct ListenerConfig {
     pub routes: Vec<RouteConfig>,
     /// A PROXY protocol v2 header comes first on every connection.
     pub proxy_protocol: bool,
+    /// Peers a PROXY header is accepted from (the balancers); anyone else is refused.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     pub limits: LimitsConfig,
 }
 

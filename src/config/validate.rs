@@ -351,8 +351,44 @@ impl Validator<'_> {
             tls: self.server_tls(i, l.tls)?,
             routes,
             proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            proxy_protocol_from: self.proxy_from(
+                i,
+                l.proxy_protocol.unwrap_or(false),
+                l.proxy_protocol_from,
+            )?,
             limits: self.limits(i, l.limits)?,
         })
+    }
+
+    /// A PROXY header names the client: only the balancers may send one.
+    fn proxy_from(
+        &self,
+        i: usize,
+        on: bool,
+        v: Option<Vec<String>>,
+    ) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let key = format!("listener[{i}].proxy_protocol_from");
+        let Some(v) = v else {
+            if on {
+                return Err(self.err(key, "required with proxy_protocol = true: the balancers' addresses (e.g. [\"10.0.0.0/8\"]); a header from anyone else would let them name any client address"));
+            }
+            return Ok(Vec::new());
+        };
+        if !on {
+            return Err(self.err(key, "only with proxy_protocol = true"));
+        }
+        v.iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|e| {
+                        self.err(
+                            &key,
+                            format!("{s:?}: {e} (an address or CIDR, e.g. 10.0.0.0/8)"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     fn allow(&self, key: &str, v: Option<Vec<String>>) -> Result<Option<AllowList>, ConfigError> {

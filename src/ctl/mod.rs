@@ -93,47 +93,26 @@ pub fn reload(addr: SocketAddr) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-fn stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    let (code, body) = request(addr, "GET", "/stats", Duration::from_secs(5))?;
-    anyhow::ensure!(code == 200, "the gateway answered {code} to /stats");
-    Ok(serde_json::from_str(&body)?)
-}
-
-/// Upgrades the binary of the gateway at `addr` with no connection lost: sends
-/// its process SIGUSR2 (it starts the binary now at its path, which takes
-/// over the sockets), then waits until another process answers the admin
-/// listener. Ok(false): the upgrade failed and the old process still serves.
+/// Upgrades the binary of the gateway at `addr` with no connection lost: asks
+/// it (`POST /upgrade`) to start the binary now at its path, which takes over
+/// the sockets; answered once the new process serves or failed.
+/// Ok(false): the upgrade failed and the old process still serves.
 pub fn upgrade(addr: SocketAddr, wait: Duration) -> anyhow::Result<bool> {
-    let old = stats(addr)?["pid"]
-        .as_u64()
-        .and_then(|p| i32::try_from(p).ok())
-        .context("the gateway's /stats names no pid")?;
-    let since = crate::tls::material::now_secs();
-    // SAFETY: kill(2) with a PID and a signal number; no memory involved.
-    if unsafe { libc::kill(old, libc::SIGUSR2) } != 0 {
-        anyhow::bail!(
-            "cannot signal pid {old}: {} (run as the gateway's user or root)",
-            std::io::Error::last_os_error()
+    let (code, body) = request(addr, "POST", "/upgrade", wait)?;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        anyhow::bail!("the gateway answered {code}: {}", body.trim());
+    };
+    if v["result"] == "ok" {
+        println!(
+            "upgrade: pid {} serves; pid {} drains its open connections and exits",
+            v["pid"], v["old_pid"]
         );
+        return Ok(true);
     }
-    println!("upgrade: asked pid {old} to start the new binary");
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let Ok(v) = stats(addr) else { continue };
-        let pid = v["pid"].as_i64().unwrap_or(0);
-        if pid != i64::from(old) && pid != 0 {
-            println!("upgrade: pid {pid} serves; pid {old} drains its open connections and exits");
-            return Ok(true);
-        }
-        let failure = &v["upgrade"]["last_failure"];
-        if failure["at"].as_i64().is_some_and(|at| at >= since) {
-            println!(
-                "upgrade failed: {}; pid {old} keeps serving",
-                failure["error"].as_str().unwrap_or("?")
-            );
-            return Ok(false);
-        }
-    }
-    anyhow::bail!("no answer from a new process within {wait:?}; see the gateway's log")
+    println!(
+        "upgrade failed: {}; pid {} keeps serving",
+        v["error"].as_str().unwrap_or("?"),
+        v["pid"]
+    );
+    Ok(false)
 }

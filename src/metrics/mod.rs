@@ -321,6 +321,9 @@ pub struct Registry {
     pub limiters: Arc<Mutex<Limiters>>,
     /// Asks the main thread for a whole-config reload and waits for its outcome.
     pub reload: Box<dyn Fn() -> Option<reloads::Outcome> + Send + Sync>,
+    /// Asks the main thread for a binary upgrade and waits until the new
+    /// process serves (its pid) or failed.
+    pub upgrade: Box<dyn Fn() -> Option<Result<u32, String>> + Send + Sync>,
     /// Set at SIGTERM: `/ready` answers 503 so a load balancer stops sending.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

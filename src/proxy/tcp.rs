@@ -81,9 +81,11 @@ async fn idle_watch(last: &Cell<Instant>, idle: Duration) {
 /// addresses, and an SSL TLV with the TLS version, suite, the verified
 /// identity's CN and the client certificate (the L4 equivalent of XFCC).
 pub fn proxy_header(cx: &ConnCtx<'_>) -> Result<Vec<u8>, pp2::Error> {
+    // verify 0 means "presented a certificate and it verified": without one
+    // (client_auth = "optional") it is 1.
     let mut ssl = pp2::Ssl {
         client: pp2::PP2_CLIENT_SSL,
-        verify: 0,
+        verify: u32::from(cx.peer.is_none()),
         version: Some(format!("TLSv{}", cx.tls.version)),
         cipher: cx.tls.cipher.map(str::to_string),
         ..Default::default()

@@ -31,6 +31,15 @@ pub struct Accepted {
     pub draining: watch::Receiver<crate::proxy::Drain>,
 }
 
+/// close_notify, then the partner's unread bytes drained (it may have sent
+/// its request right after the handshake): our answer is not lost to a reset.
+pub async fn close_tls(tls: &crate::tls::ServerStream, within: std::time::Duration) {
+    match timeout(within, crate::proxy::io::Io::shutdown_write(tls)).await {
+        Ok(Ok(())) => crate::proxy::io::linger(tls).await,
+        _ => crate::proxy::io::Io::abort(tls),
+    }
+}
+
 /// Keeps the per-listener open-connection count right however the task ends.
 struct Active(Shard);
 
@@ -66,7 +75,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
             shard.with(|s| s.closed_revoked += 1);
             let detail = "revoked by a CRL reloaded during the handshake";
             log_refused(&w, &lc.cfg.name, addr, Outcome::Revoked, detail);
-            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            close_tls(tls, lc.cfg.handshake_timeout).await;
             return;
         }
     }
@@ -94,7 +103,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
                 });
             }
             tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |v| v.peer.subject.as_str()), reason = %why, "connection denied by policy");
-            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            close_tls(tls, lc.cfg.handshake_timeout).await;
             return;
         }
     }
@@ -115,7 +124,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
                         head::too_many_requests(1, true, "too many connections from this partner");
                     let _ = crate::proxy::io::send(tls, r, lc.cfg.http.send_timeout).await;
                 }
-                let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+                close_tls(tls, lc.cfg.handshake_timeout).await;
                 return;
             }
         },
@@ -129,7 +138,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
         draining,
         peer: session.peer.clone(),
         peer_addr: addr,
-        client_ip: crate::header::HeaderValue::from_ip(addr.ip()),
+        client_ip: crate::header::HeaderValue::from_ip(addr.ip().to_canonical()),
         limits: &*live.state.limits,
         local_addr: local,
         tls: crate::proxy::TlsFacts {

@@ -6,6 +6,7 @@
 
 use super::conn::Accepted;
 use super::open::Registration;
+use super::proxied::Refused;
 use super::worker::WorkerCtx;
 use crate::config::Mode;
 use crate::metrics::series::SeriesKey;
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::time::timeout;
+use tokio::time::timeout_at;
 use tokio_uring::net::TcpStream;
 
 /// A partner through the handshake. `listed` comes first: dropped before the
@@ -103,16 +104,40 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
         true => super::proxied::local_addr(&stream).unwrap_or(lc.cfg.bind),
         false => lc.cfg.bind,
     };
+    // One deadline for everything before the partner is known: the PROXY
+    // header and the TLS handshake together.
+    let deadline = tokio::time::Instant::now() + lc.cfg.handshake_timeout;
     let (addr, local) = if lc.cfg.proxy_protocol {
-        match timeout(lc.cfg.handshake_timeout, super::proxied::read(&stream)).await {
+        // Only the balancers may name the client.
+        let peer = addr.ip().to_canonical();
+        if !lc.cfg.proxy_protocol_from.iter().any(|n| n.contains(&peer)) {
+            let why = "a PROXY header is accepted only from proxy_protocol_from";
+            refuse(Outcome::BadProxyHeader, None, addr, why);
+            return None; // nothing read: a plain close
+        }
+        match timeout_at(deadline, super::proxied::read(&stream)).await {
             Ok(Ok(relayed)) => relayed.unwrap_or((addr, local)),
-            r => {
-                let why = match r {
-                    Ok(Err(why)) => why,
-                    _ => "no complete PROXY header within handshake_timeout".into(),
-                };
+            Ok(Err(Refused::Silent)) => {
+                // A balancer's TCP health check.
+                refuse(
+                    Outcome::PeerClosed,
+                    None,
+                    addr,
+                    "closed before a PROXY header",
+                );
+                return None;
+            }
+            Ok(Err(Refused::Bad(why))) => {
                 refuse(Outcome::BadProxyHeader, None, addr, &why);
                 close_cleanly(&stream).await;
+                return None;
+            }
+            Err(_) => {
+                let why = "no complete PROXY header within handshake_timeout";
+                refuse(Outcome::BadProxyHeader, None, addr, why);
+                // The timed-out read is still in the ring, holding the fd:
+                // shutting the socket down completes it, so the fd closes.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
                 return None;
             }
         }
@@ -141,7 +166,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     // still finds the connection (drain deadlines, close_revoked).
     let listed = super::open::register(w, run, name.clone(), tls.tcp().as_raw_fd());
     // Boxed so the connection's long-lived future doesn't reserve room for it.
-    let hs = timeout(lc.cfg.handshake_timeout, Box::pin(tls.handshake())).await;
+    let hs = timeout_at(deadline, Box::pin(tls.handshake())).await;
     drop(handshaking);
     drop(source_permit);
     let record = |ok: bool, kind: Kind, partner: Option<&str>| {
@@ -183,7 +208,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
             record(false, Kind::Resumed, None);
             let detail = "resumed session's client certificate no longer verifies";
             refuse(o, partner.as_deref(), addr, detail);
-            let _ = timeout(lc.cfg.handshake_timeout, tls.shutdown_write()).await;
+            super::conn::close_tls(&tls, lc.cfg.handshake_timeout).await;
             return None;
         }
     };

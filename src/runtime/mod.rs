@@ -7,6 +7,7 @@ mod conn;
 mod handshake;
 pub mod listen;
 mod loglimit;
+mod main_loop;
 mod open;
 mod proxied;
 pub mod reload;
@@ -78,6 +79,10 @@ pub(crate) enum Event {
     Reload(mpsc::Sender<crate::metrics::reloads::Outcome>),
     /// The successor an upgrade started is ready (its pid), or failed.
     Upgraded(Result<u32, String>),
+    /// `POST /upgrade` (with where to send the outcome).
+    Upgrade(Option<mpsc::Sender<Result<u32, String>>>),
+    /// A worker has its ring and serves its sockets.
+    WorkerReady,
 }
 
 /// Sends `WorkerExit` when the worker thread ends, even by panic.
@@ -127,14 +132,24 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
             w.push((l.cfg.name.clone(), s));
         }
     }
-    // SO_REUSEPORT here too: an upgrade's successor binds it beside us.
+    // SO_REUSEPORT here too: an upgrade's successor binds it beside us. So a
+    // second gateway started by mistake would share it (and the listeners)
+    // silently: unless this process is a successor, someone answering there
+    // is an error.
     let admin = match cfg.admin_bind {
-        Some(a) => Some(
-            listen::bind_all(a, 1, 1024, true)
-                .ok()
-                .and_then(|mut v| v.pop())
-                .ok_or_else(|| anyhow::anyhow!("admin: cannot listen on {a}"))?,
-        ),
+        Some(a) => {
+            if !successor.is_upgrade()
+                && std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+            {
+                anyhow::bail!(
+                    "admin: something already answers on {a}: is a gateway with this config running? \
+                     Replace it with `mtlsgate upgrade`, or stop it first"
+                );
+            }
+            let mut v = listen::bind_all(a, 1, 1024, true)
+                .map_err(|e| anyhow::anyhow!("admin: cannot listen on {a}: {e}"))?;
+            v.pop()
+        }
         None => None,
     };
     let (tx, rx) = mpsc::channel();
@@ -161,20 +176,25 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
         std::thread::Builder::new()
             .name(format!("mtlsgate-w{id}"))
             .spawn(move || {
+                let ready = tx.clone();
                 let mut guard = ExitGuard {
                     id,
                     tx,
                     result: None,
                 };
-                guard.result = Some(worker::run(id, core, first, stop_rx, mrx, urx));
+                let ready = move || {
+                    let _ = ready.send(Event::WorkerReady);
+                };
+                guard.result = Some(worker::run(id, core, first, stop_rx, mrx, urx, ready));
             })
             .map_err(|e| anyhow::anyhow!("cannot start worker thread: {e}"))?;
     }
-    let mut reloader = reload::Reloader::new(&gw, update_txs);
+    let reloader = reload::Reloader::new(&gw, update_txs);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut admin_handle = None;
     if let Some(a) = admin {
         let reload_tx = std::sync::Mutex::new(tx.clone());
+        let upgrade_tx = std::sync::Mutex::new(tx.clone());
         admin_handle = Some(crate::admin::spawn(
             a,
             Registry {
@@ -186,6 +206,15 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
                 reload: Box::new(move || {
                     let (otx, orx) = mpsc::channel();
                     reload_tx.lock().ok()?.send(Event::Reload(otx)).ok()?;
+                    orx.recv_timeout(Duration::from_secs(60)).ok()
+                }),
+                upgrade: Box::new(move || {
+                    let (otx, orx) = mpsc::channel();
+                    upgrade_tx
+                        .lock()
+                        .ok()?
+                        .send(Event::Upgrade(Some(otx)))
+                        .ok()?;
                     orx.recv_timeout(Duration::from_secs(60)).ok()
                 }),
             },
@@ -209,14 +238,15 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot start signal thread: {e}"))?;
-    let upgrade_tx = tx.clone();
-    drop(tx);
     for l in &gw.plan.listeners {
         tracing::info!(listener = %l.cfg.name, bind = %l.cfg.bind, mode = ?l.cfg.mode, workers = n, "listening");
     }
     if let Some(a) = cfg.admin_bind {
         tracing::info!(bind = %a, "admin listening");
     }
+    let mut main = main_loop::MainLoop::new(rx, tx, reloader, stop_tx, admin_handle, draining, n);
+    let mut deferred = Vec::new();
+    main.wait_workers(&mut deferred)?;
     if successor.is_upgrade() {
         // The old process tells systemd we are its main process now.
         successor.announce_ready();
@@ -224,105 +254,5 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
     } else {
         systemd::ready();
     }
-    let mut upgrading = false;
-    let mut handover = false;
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Err(mpsc::RecvTimeoutError::Timeout) => reloader.tick(),
-            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
-                systemd::reloading();
-                reloader.reload_config("SIGHUP");
-                systemd::ready();
-            }
-            Ok(Event::Reload(reply)) => {
-                systemd::reloading();
-                let _ = reply.send(reloader.reload_config("admin"));
-                systemd::ready();
-            }
-            Ok(Event::Signal(signal_hook::consts::SIGUSR2)) if upgrading => {
-                tracing::warn!("upgrade already in progress");
-            }
-            Ok(Event::Signal(signal_hook::consts::SIGUSR2)) => {
-                let keys = gw
-                    .plan
-                    .config
-                    .tickets
-                    .key_file
-                    .is_none()
-                    .then(|| reloader.keys());
-                match upgrade::start(keys.as_deref()) {
-                    Ok(p) => {
-                        tracing::info!("upgrade: new process started; waiting until it is ready");
-                        upgrading = true;
-                        let tx = upgrade_tx.clone();
-                        std::thread::spawn(move || {
-                            let _ = tx.send(Event::Upgraded(p.wait()));
-                        });
-                    }
-                    Err(e) => reloader.upgrade_failed(e),
-                }
-            }
-            Ok(Event::Upgraded(Err(e))) => {
-                upgrading = false;
-                reloader.upgrade_failed(e);
-            }
-            Ok(Event::Upgraded(Ok(pid))) => {
-                tracing::info!(
-                    pid,
-                    "upgrade: the new process is ready; handing over and draining"
-                );
-                systemd::main_pid(pid);
-                if let Some(a) = &admin_handle {
-                    a.close();
-                }
-                handover = true;
-                let _ = stop_tx.send(crate::proxy::Drain::Handover);
-                break;
-            }
-            Ok(Event::Signal(s)) => {
-                tracing::info!(
-                    signal = s,
-                    "shutting down: no new connections, draining in-flight ones"
-                );
-                systemd::stopping();
-                draining.store(true, std::sync::atomic::Ordering::Release);
-                let _ = stop_tx.send(crate::proxy::Drain::Now);
-                break;
-            }
-            Ok(Event::WorkerExit(id, r)) => {
-                let why = r.err().unwrap_or_else(|| "exited unexpectedly".into());
-                anyhow::bail!("worker {id} stopped: {why}");
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("all workers and the signal thread are gone")
-            }
-        }
-    }
-    let deadline = std::time::Instant::now() + reloader.drain_timeout() + Duration::from_secs(2);
-    let mut left = n;
-    while left > 0 {
-        let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(Event::WorkerExit(id, Err(e))) => {
-                tracing::warn!(worker = id, error = %e, "worker ended with an error during drain");
-                left -= 1;
-            }
-            Ok(Event::WorkerExit(..)) => left -= 1,
-            Ok(Event::Signal(_)) => {
-                tracing::warn!("second signal: exiting without waiting for the drain");
-                break;
-            }
-            Ok(Event::Reload(_)) | Ok(Event::Upgraded(_)) => {} // dropped: no answer
-            Err(_) => {
-                tracing::warn!(workers_left = left, "drain timed out");
-                break;
-            }
-        }
-    }
-    if handover {
-        tracing::info!("stopped: the new process serves");
-    } else {
-        tracing::info!("stopped");
-    }
-    Ok(())
+    main.serve(deferred)
 }

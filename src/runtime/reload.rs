@@ -226,6 +226,12 @@ impl Reloader {
         }
     }
 
+    /// Whether the plan in force reads its ticket keys from a file (a
+    /// successor then reads it too; in-memory keys are handed over).
+    pub fn uses_key_file(&self) -> bool {
+        self.plan.config.tickets.key_file.is_some()
+    }
+
     /// The ticket keys in force (an upgrade hands in-memory ones over).
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.clone()

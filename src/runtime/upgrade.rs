@@ -58,7 +58,8 @@ pub struct Pending {
 /// (none when they come from a key file, which the successor reads itself).
 pub fn start(keys: Option<&KeySet>) -> Result<Pending, String> {
     let mut args = std::env::args_os();
-    let exe = args.next().ok_or("no program path to start")?;
+    args.next();
+    let exe = EXE.get().cloned().ok_or("no program path to start")?;
     let (ready_r, ready_w) = pipe(false).map_err(|e| format!("cannot make a pipe: {e}"))?;
     let mut cmd = Command::new(&exe);
     cmd.args(args).stdin(Stdio::null());
@@ -88,6 +89,10 @@ pub fn start(keys: Option<&KeySet>) -> Result<Pending, String> {
 }
 
 impl Pending {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for "ready". On failure the successor is stopped (if still
     /// running) and reaped, and the error says what it did.
     pub fn wait(mut self) -> Result<u32, String> {
@@ -115,10 +120,28 @@ impl Pending {
     }
 }
 
+/// The path this process was started from, made absolute at start (a
+/// relative path or a PATH lookup would find another file after a `cd`; the
+/// running binary's own inode, /proc/self/exe, is the old one).
+static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+fn resolve_exe() -> Option<std::path::PathBuf> {
+    let arg0 = std::path::PathBuf::from(std::env::args_os().next()?);
+    if arg0.components().count() > 1 {
+        return Some(std::env::current_dir().ok()?.join(arg0));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(&arg0))
+        .find(|p| p.is_file())
+}
+
 /// Reads what a predecessor handed over, and forgets the variables so a
 /// later upgrade of this process does not pass them on. Call before any
 /// thread starts.
 pub fn inherited() -> Result<Successor, String> {
+    if let Some(p) = resolve_exe() {
+        let _ = EXE.set(p);
+    }
     let take = |name: &str| -> Result<Option<File>, String> {
         let Some(v) = std::env::var_os(name) else {
             return Ok(None);

@@ -123,6 +123,7 @@ pub fn run(
     mut stop: watch::Receiver<Drain>,
     metrics_rx: mpsc::UnboundedReceiver<crate::metrics::SnapshotRequest>,
     updates: mpsc::UnboundedReceiver<Update>,
+    ready: impl FnOnce(),
 ) -> Result<(), String> {
     if let Some(c) = core {
         if !core_affinity::set_for_current(c) {
@@ -147,6 +148,7 @@ pub fn run(
         });
         accept::apply_sockets(&w, first.sockets);
         tokio_uring::spawn(apply_updates(w.clone(), updates));
+        ready();
         let how = stop
             .wait_for(|s| s.active())
             .await

@@ -44,18 +44,16 @@ fn get(s: &mut client::Tls, extra: &str) -> client::Response {
     client::read_response(s, &mut Vec::new(), false).unwrap()
 }
 
-fn proxied_gateway(pki: &Pki, up: SocketAddr) -> common::Gateway {
-    common::start(
-        &pki.dir,
-        &common::http_config(pki, up, "proxy_protocol = true", "", ""),
-    )
+fn proxied_gateway(pki: &Pki, up: SocketAddr, from: &str) -> common::Gateway {
+    let extra = format!("proxy_protocol = true\nproxy_protocol_from = [{from}]");
+    common::start(&pki.dir, &common::http_config(pki, up, &extra, "", ""))
 }
 
 #[test]
 fn a_proxy_v2_listener_forwards_the_client_address_from_the_header_and_drops_the_partners_own() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = proxied_gateway(&pki, up.addr);
+    let gw = proxied_gateway(&pki, up.addr, "\"127.0.0.1\"");
     let header = tcp4_header([203, 0, 113, 7], 4242, [127, 0, 0, 1], gw.port);
     let mut s = connect_after(gw.addr(), &pki, &header).unwrap();
     let r = get(
@@ -87,7 +85,7 @@ fn a_proxy_v2_listener_forwards_the_client_address_from_the_header_and_drops_the
 fn a_proxy_v2_listener_closes_cleanly_and_counts_a_connection_without_a_valid_header() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let gw = proxied_gateway(&pki, up.addr);
+    let gw = proxied_gateway(&pki, up.addr, "\"127.0.0.1\"");
     // No header: the ClientHello itself is read as one, and refused.
     assert!(connect_after(gw.addr(), &pki, b"").is_err());
     // Garbage, and a v1 text header: each gets our FIN (end of stream), not a reset.
@@ -173,4 +171,18 @@ fn tcp_mode_sends_the_upstream_a_proxy_v2_header_carrying_the_verified_identity_
     want.extend_from_slice(&ssl);
     want.extend_from_slice(b"hello");
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_proxy_v2_header_from_a_peer_outside_proxy_protocol_from_is_refused() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = proxied_gateway(&pki, up.addr, "\"10.0.0.0/8\", \"::1\"");
+    let header = tcp4_header([203, 0, 113, 7], 4242, [127, 0, 0, 1], gw.port);
+    assert!(
+        connect_after(gw.addr(), &pki, &header).is_err(),
+        "127.0.0.1 is no balancer here"
+    );
+    assert_eq!(gw.wait_stat("partners", "/failures/bad_proxy_header", 1), 1);
+    assert!(up.requests().is_empty());
 }

@@ -87,6 +87,8 @@ pub(super) fn gateway_owned(name: &str) -> bool {
         "x-forwarded-client-cert",
         "x-forwarded-for",
         "forwarded",
+        "x-real-ip",
+        "true-client-ip",
         "x-original-url",
         "x-rewrite-url",
         "proxy",
