@@ -277,22 +277,25 @@ impl rustls::server::ProducesTickets for Sealer {
         self.lifetime
     }
 
-    /// id ‖ nonce ‖ AES-256-GCM(issued_at ‖ session), the id as associated data.
+    /// id ‖ issued_at ‖ nonce ‖ AES-256-GCM(session), with id ‖ issued_at as
+    /// associated data. The issue time is in the clear (but authenticated) so
+    /// a ticket under a key rotated away since can still be told expired
+    /// (too old anyway) from unknown (a key this gateway never had, or lost
+    /// too early); it says no more than the ticket's mere presence does.
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let k = self.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).ok()?;
-        let mut out = Vec::with_capacity(ID_LEN + NONCE_LEN + 8 + plain.len() + TAG_LEN);
+        let mut out = Vec::with_capacity(ID_LEN + 8 + NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&k.id);
-        out.extend_from_slice(&nonce);
-        let body = out.len();
         out.extend_from_slice(&now().to_be_bytes());
-        out.extend_from_slice(plain);
-        let mut sealed = out.split_off(body);
+        let aad_len = out.len();
+        out.extend_from_slice(&nonce);
+        let mut sealed = plain.to_vec();
         k.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(&k.id[..]),
+                Aad::from(&out[..aad_len]),
                 &mut sealed,
             )
             .ok()?;
@@ -301,25 +304,30 @@ impl rustls::server::ProducesTickets for Sealer {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        if cipher.len() < ID_LEN + NONCE_LEN + 8 + TAG_LEN {
+        const HEAD: usize = ID_LEN + 8;
+        if cipher.len() < HEAD + NONCE_LEN + TAG_LEN {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let (id, rest) = cipher.split_at(ID_LEN);
+        let (aad, rest) = cipher.split_at(HEAD);
+        let (id, issued) = aad.split_at(ID_LEN);
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let too_old = now().saturating_sub(issued) > u64::from(self.lifetime);
         let Some(k) = self.keys.iter().find(|k| k.id[..] == *id) else {
-            self.counters.unknown_key.fetch_add(1, Ordering::Relaxed);
+            // A claimed issue time may be forged, but only to pick which
+            // counter a ticket that opens nowhere lands in.
+            let c = if too_old { &self.counters.expired } else { &self.counters.unknown_key };
+            c.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = sealed.to_vec();
-        let Ok(plain) = k.key.open_in_place(nonce, Aad::from(id), &mut buf) else {
+        let Ok(session) = k.key.open_in_place(nonce, Aad::from(aad), &mut buf) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let (issued, session) = plain.split_at(8);
-        let issued = u64::from_be_bytes(issued.try_into().ok()?);
-        if now().saturating_sub(issued) > u64::from(self.lifetime) {
+        if too_old {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -360,6 +368,35 @@ mod tests {
             .unwrap()
             .decrypt(&t)
             .is_none());
+    }
+
+    #[test]
+    fn an_old_ticket_under_a_rotated_away_key_counts_as_expired_not_unknown() {
+        let k1 = KeySet::generate().unwrap();
+        let old = Sealer::new(&k1, "l", 3600, Arc::default()).unwrap();
+        let mut t = old.encrypt(b"s").unwrap();
+        // Issued two hours ago (the clear issue time; its tag no longer
+        // matters: the key is gone).
+        let two_hours_ago = (now() - 7200).to_be_bytes();
+        t[ID_LEN..ID_LEN + 8].copy_from_slice(&two_hours_ago);
+        let k3 = k1.rotated().unwrap().rotated().unwrap();
+        let new = Sealer::new(&k3, "l", 3600, Arc::default()).unwrap();
+        assert_eq!(new.decrypt(&t), None);
+        assert_eq!(new.counters.expired.load(Ordering::Relaxed), 1);
+        assert_eq!(new.counters.unknown_key.load(Ordering::Relaxed), 0);
+        // A fresh one under the lost key is unknown.
+        assert_eq!(new.decrypt(&old.encrypt(b"s").unwrap()), None);
+        assert_eq!(new.counters.unknown_key.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_ticket_whose_issue_time_was_altered_does_not_open() {
+        let k = KeySet::generate().unwrap();
+        let s = Sealer::new(&k, "l", 3600, Arc::default()).unwrap();
+        let mut t = s.encrypt(b"s").unwrap();
+        t[ID_LEN + 7] ^= 1;
+        assert_eq!(s.decrypt(&t), None);
+        assert_eq!(s.counters.malformed.load(Ordering::Relaxed), 1);
     }
 
     #[test]
