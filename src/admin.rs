@@ -41,8 +41,7 @@ impl Admin {
     }
 }
 
-pub fn spawn(listener: TcpListener, registry: Registry) -> anyhow::Result<Admin> {
-    let registry = Arc::new(registry);
+pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<Admin> {
     let busy = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicBool::new(false));
     let admin = Admin {

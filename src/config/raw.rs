@@ -27,10 +27,19 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: Option<RawAdmin>,
     pub access_log: Option<RawAccessLog>,
+    pub hdr_log: Option<RawHdrLog>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
     #[serde(default)]
     pub upstream: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHdrLog {
+    pub path: String,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

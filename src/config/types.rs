@@ -65,6 +65,13 @@ pub struct AccessLogConfig {
     pub format: AccessLogFormat,
 }
 
+/// Where and how often handshake histograms are appended (V2 log format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HdrLogConfig {
+    pub path: PathBuf,
+    pub interval: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -201,6 +208,8 @@ pub struct Config {
     pub partner_cap: usize,
     /// A buffered access-log file instead of request lines in the process log.
     pub access_log: Option<AccessLogConfig>,
+    /// An HDR interval log of handshake latency.
+    pub hdr_log: Option<HdrLogConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
 }

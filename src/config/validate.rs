@@ -130,7 +130,15 @@ impl Validator<'_> {
                 },
             }),
         };
+        let hdr_log = match raw.hdr_log {
+            None => None,
+            Some(h) => Some(HdrLogConfig {
+                path: self.path(&h.path),
+                interval: nonzero(self, "hdr_log.interval", h.interval, 60)?,
+            }),
+        };
         Ok(Config {
+            hdr_log,
             access_log,
             partner_cap,
             drain_timeout: nonzero(self, "drain_timeout", raw.drain_timeout, 10)?,

@@ -346,3 +346,13 @@ pub(super) fn ratio(s: &ListenerStats) -> f64 {
         resumed as f64 / (full + resumed) as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn a_label_value_with_a_quote_a_backslash_and_a_newline_is_escaped_per_the_exposition_format() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -2,6 +2,7 @@
 //! snapshotted on request and merged only when the admin endpoint is read.
 
 pub mod export;
+pub mod hdrlog;
 pub mod json;
 pub mod partners;
 pub mod reloads;

@@ -191,34 +191,40 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
     }
     let reloader = reload::Reloader::new(&gw, update_txs);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut admin_handle = None;
-    if let Some(a) = admin {
-        let reload_tx = std::sync::Mutex::new(tx.clone());
-        let upgrade_tx = std::sync::Mutex::new(tx.clone());
-        admin_handle = Some(crate::admin::spawn(
-            a,
-            Registry {
-                keys: reloader.info.clone(),
-                reloads: reloader.reloads.clone(),
-                limiters: reloader.limiters.clone(),
-                workers: metric_txs,
-                draining: draining.clone(),
-                reload: Box::new(move || {
-                    let (otx, orx) = mpsc::channel();
-                    reload_tx.lock().ok()?.send(Event::Reload(otx)).ok()?;
-                    orx.recv_timeout(Duration::from_secs(60)).ok()
-                }),
-                upgrade: Box::new(move || {
-                    let (otx, orx) = mpsc::channel();
-                    upgrade_tx
-                        .lock()
-                        .ok()?
-                        .send(Event::Upgrade(Some(otx)))
-                        .ok()?;
-                    orx.recv_timeout(Duration::from_secs(60)).ok()
-                }),
+    let reload_tx = std::sync::Mutex::new(tx.clone());
+    let upgrade_tx = std::sync::Mutex::new(tx.clone());
+    let registry = Arc::new(Registry {
+        keys: reloader.info.clone(),
+        reloads: reloader.reloads.clone(),
+        limiters: reloader.limiters.clone(),
+        workers: metric_txs,
+        draining: draining.clone(),
+        reload: Box::new(move || {
+            let (otx, orx) = mpsc::channel();
+            reload_tx.lock().ok()?.send(Event::Reload(otx)).ok()?;
+            orx.recv_timeout(Duration::from_secs(60)).ok()
+        }),
+        upgrade: Box::new(move || {
+            let (otx, orx) = mpsc::channel();
+            let tx = upgrade_tx.lock().ok()?;
+            tx.send(Event::Upgrade(Some(otx))).ok()?;
+            orx.recv_timeout(Duration::from_secs(60)).ok()
+        }),
+    });
+    let admin_handle = match admin {
+        Some(a) => Some(crate::admin::spawn(a, registry.clone())?),
+        None => None,
+    };
+    if let Some(h) = &cfg.hdr_log {
+        crate::metrics::hdrlog::spawn(h.path.clone(), h.interval, registry.clone()).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "{}: hdr_log.path: {}: {e}",
+                    cfg.path.display(),
+                    h.path.display()
+                )
             },
-        )?);
+        )?;
     }
     let sig_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([

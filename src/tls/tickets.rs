@@ -316,7 +316,11 @@ impl rustls::server::ProducesTickets for Sealer {
         let Some(k) = self.keys.iter().find(|k| k.id[..] == *id) else {
             // A claimed issue time may be forged, but only to pick which
             // counter a ticket that opens nowhere lands in.
-            let c = if too_old { &self.counters.expired } else { &self.counters.unknown_key };
+            let c = if too_old {
+                &self.counters.expired
+            } else {
+                &self.counters.unknown_key
+            };
             c.fetch_add(1, Ordering::Relaxed);
             return None;
         };

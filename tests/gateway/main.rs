@@ -3,6 +3,7 @@
 
 mod common;
 
+mod accounting;
 mod bench_tool;
 mod config_check;
 mod drain;
@@ -11,6 +12,7 @@ mod framing;
 mod fuzz_corpus;
 mod http_proxy;
 mod limits;
+mod observability;
 mod partner_limits;
 mod proxy_protocol;
 mod reload;
