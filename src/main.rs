@@ -62,6 +62,28 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// A live view of a running gateway: per listener and top partners,
+    /// handshake rates and latency, failures, certificates expiring soon.
+    Stats {
+        /// The config file of the running gateway (for its admin address).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The admin listener's address (instead of reading the config).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Partners shown per listener.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Redraw at this interval (e.g. 2s) until interrupted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
+        /// Print JSON (for scripts) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Certificates expiring within this many days are listed.
+        #[arg(long, default_value_t = 30)]
+        within_days: u64,
+    },
     /// sysctl profiles for a gateway host: list, show, diff, verify, apply, revert.
     Tune {
         /// Act on this tree's proc/sys (tests, containers) instead of /.
@@ -231,6 +253,23 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Cmd::Stats {
+            config,
+            admin,
+            top,
+            watch,
+            json,
+            within_days,
+        } => {
+            let o = mtlsgate::ctl::stats::Opts {
+                top,
+                watch,
+                json,
+                within_days,
+            };
+            mtlsgate::ctl::admin_addr(admin, config.as_deref())
+                .and_then(|a| mtlsgate::ctl::stats::run(a, &o).map_err(anyhow::Error::msg))
         }
         Cmd::Demo { dir, port, admin } => {
             init_logs(LogFormat::Text);

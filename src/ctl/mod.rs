@@ -1,5 +1,8 @@
 //! Commands that talk to a running gateway over its admin listener:
-//! `mtlsgate reload` asks it to reload and reports the outcome.
+//! `mtlsgate reload` and `upgrade` ask it to act and report the outcome;
+//! `mtlsgate stats` shows it live.
+
+pub mod stats;
 
 use anyhow::Context;
 use std::io::{Read, Write};

@@ -155,6 +155,9 @@ impl Shard {
 
     /// A completed handshake: its series, and the partner's figures.
     pub fn handshake(&self, key: SeriesKey, total: Duration, cpu: Duration, partner: Option<&str>) {
+        if cfg!(feature = "no-recording") {
+            return;
+        }
         self.with(|s| {
             s.series.entry(key).or_default().record(total, cpu);
             if key.ok {
@@ -179,6 +182,9 @@ impl Shard {
 
     /// A verified connection: the inventory of certificates seen.
     pub fn cert_seen(&self, v: &crate::tls::verified::Verified, now: i64) {
+        if cfg!(feature = "no-recording") {
+            return;
+        }
         self.with(|s| match s.certs.get_mut(&v.peer.sha256) {
             Some(c) => {
                 c.last_seen = now;
@@ -202,6 +208,9 @@ impl Shard {
 
     /// Bytes a partner moved (request and response bodies, tcp-mode pipes).
     pub fn bytes(&self, partner: &str, bytes_in: u64, bytes_out: u64) {
+        if cfg!(feature = "no-recording") {
+            return;
+        }
         self.with(|s| {
             let p = partner_entry(s, partner);
             p.bytes_in += bytes_in;
@@ -211,6 +220,9 @@ impl Shard {
 
     /// A request's status, for the listener and the partner.
     pub fn partner_request(&self, partner: &str, status: u16) {
+        if cfg!(feature = "no-recording") {
+            return;
+        }
         self.with(|s| partner_entry(s, partner).request(status));
     }
 

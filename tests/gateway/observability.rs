@@ -416,3 +416,38 @@ fn the_hdr_interval_log_reads_back_with_hdrhistogram_and_merges_across_two_gatew
         "{text}"
     );
 }
+
+#[test]
+fn mtlsgate_stats_shows_a_running_gateways_listeners_partners_and_expiring_certificates() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = gateway(&pki, up.addr, "");
+    let good = no_resumption(&pki, "good");
+    assert_eq!(client::get(gw.addr(), &good, "/").unwrap().status, 200);
+    gw.wait_stat("partners", "/requests/200", 1);
+    let admin = format!("127.0.0.1:{}", gw.admin);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtlsgate"))
+            .args(["stats", "--admin", &admin, "--within-days", "400"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let table = run(&[]);
+    assert!(
+        table.contains("listener partners") && table.contains("spiffe://partner.example/a"),
+        "{table}"
+    );
+    let v: serde_json::Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains("spiffe://partner.example/a") && text.contains("partners"),
+        "{text}"
+    );
+}
