@@ -34,6 +34,14 @@ fn config(listeners: &str, upstreams: &[(&str, SocketAddr)]) -> String {
     s
 }
 
+/// A gateway with the one listener "partners" in front of `up`, and its config.
+fn one_listener(pki: &Pki, up: SocketAddr) -> (common::Gateway, String) {
+    let port = common::free_port();
+    let v1 = config(&listener(pki, "partners", port, ""), &[("backend", up)]);
+    let gw = common::start_ports(&pki.dir, &v1, port, common::free_port());
+    (gw, v1)
+}
+
 fn generation(gw: &common::Gateway) -> u64 {
     gw.stats()["plan"]["generation"].as_u64().unwrap_or(0)
 }
@@ -209,12 +217,7 @@ fn a_reload_under_load_adds_and_removes_listeners_and_applies_new_rules_with_no_
 fn a_broken_config_is_refused_whole_the_running_plan_keeps_serving_and_the_error_names_the_key() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let port = common::free_port();
-    let v1 = config(
-        &listener(&pki, "partners", port, ""),
-        &[("backend", up.addr)],
-    );
-    let gw = common::start_ports(&pki.dir, &v1, port, common::free_port());
+    let (gw, v1) = one_listener(&pki, up.addr);
     // A valid change (a new route) next to a broken one (a missing CA file).
     let broken = v1
         .replace("ca.crt", "missing-ca.crt")
@@ -328,12 +331,7 @@ fn a_crl_bundle_caught_with_one_of_its_two_cas_is_refused_and_partners_of_both_k
 fn a_changed_crl_is_applied_even_after_a_refused_sighup_and_while_a_key_file_is_half_replaced() {
     let pki = Pki::new();
     let up = upstream::echo();
-    let port = common::free_port();
-    let v1 = config(
-        &listener(&pki, "partners", port, ""),
-        &[("backend", up.addr)],
-    );
-    let gw = common::start_ports(&pki.dir, &v1, port, common::free_port());
+    let (gw, v1) = one_listener(&pki, up.addr);
     let good = client::config(&pki, &client::Opts::default());
     assert_eq!(client::get(gw.addr(), &good, "/").unwrap().status, 200);
     // An operator mid-change: the server key replaced by a file not yet
