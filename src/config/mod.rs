@@ -7,6 +7,7 @@
 
 mod limits;
 pub mod raw;
+mod server_tls;
 mod types;
 mod validate;
 

@@ -11,6 +11,7 @@ mod main_loop;
 mod open;
 mod proxied;
 pub mod reload;
+mod report;
 mod systemd;
 pub mod upgrade;
 mod worker;

@@ -6,12 +6,11 @@
 //! outcome says which file and key. In-memory ticket keys rotate on schedule.
 
 use super::listen;
+use super::report::{bound, file_rows, limiters, plan_info, restart_needed, Bound};
 use super::worker::Update;
 use super::Gateway;
 use crate::config::{Config, ConfigError};
-use crate::metrics::reloads::{
-    CertRow, CrlRow, FileOutcome, Outcome, PlanInfo, ReloadInfo, UpgradeOutcome,
-};
+use crate::metrics::reloads::{FileOutcome, Outcome, ReloadInfo, UpgradeOutcome};
 use crate::metrics::{KeyInfo, Limiters};
 use crate::plan::files::{stamp, Files, Stamp};
 use crate::plan::{Failed, Plan};
@@ -34,23 +33,6 @@ struct Watch {
     pending: Option<Stamp>,
 }
 
-/// Where a listener's sockets are bound, and how. A reload keeps them while
-/// name and address stay (a changed backlog or nodelay needs new sockets:
-/// reported as needing a restart).
-#[derive(Clone)]
-struct Bound {
-    name: String,
-    bind: std::net::SocketAddr,
-    backlog: u32,
-    nodelay: bool,
-}
-
-impl Bound {
-    fn same_sockets(&self, o: &Bound) -> bool {
-        self.name == o.name && self.bind == o.bind
-    }
-}
-
 pub struct Reloader {
     plan: Arc<Plan>,
     /// The config the process started with: what needs a restart to change.
@@ -64,18 +46,6 @@ pub struct Reloader {
     pub limiters: Arc<Mutex<Limiters>>,
     watched: Vec<Watch>,
     rotated_at: Instant,
-}
-
-fn bound(plan: &Plan) -> Vec<Bound> {
-    plan.listeners
-        .iter()
-        .map(|l| Bound {
-            name: l.cfg.name.clone(),
-            bind: l.cfg.bind,
-            backlog: l.cfg.backlog,
-            nodelay: l.cfg.nodelay,
-        })
-        .collect()
 }
 
 /// The CRL files and the ticket-key file: those change without an operator's SIGHUP.
@@ -94,99 +64,6 @@ fn watch_list(plan: &Plan) -> Vec<Watch> {
             path,
             failed: None,
             pending: None,
-        })
-        .collect()
-}
-
-fn limiters(p: &Plan) -> Limiters {
-    p.listeners
-        .iter()
-        .map(|l| (l.cfg.name.clone(), l.limiter.clone()))
-        .collect()
-}
-
-fn plan_info(p: &Plan) -> PlanInfo {
-    let mut certs = Vec::new();
-    let mut crls = Vec::new();
-    let row = |scope: String, m: &crate::tls::server::Material| CertRow {
-        scope,
-        kind: m.kind,
-        path: m.path.display().to_string(),
-        subject: m.info.subject.clone(),
-        sha256: m.info.sha256.clone(),
-        not_before: m.info.not_before,
-        not_after: m.info.not_after,
-    };
-    for l in &p.listeners {
-        certs.extend(
-            l.tls
-                .certs
-                .iter()
-                .map(|m| row(format!("listener {}", l.cfg.name), m)),
-        );
-        crls.extend(l.tls.crls.iter().map(|(path, c)| CrlRow {
-            listener: l.cfg.name.clone(),
-            path: path.display().to_string(),
-            issuer: c.issuer.clone(),
-            this_update: c.this_update,
-            next_update: c.next_update,
-        }));
-    }
-    for u in &p.upstreams {
-        if let Some(t) = &u.tls {
-            certs.extend(
-                t.certs
-                    .iter()
-                    .map(|m| row(format!("upstream {}", u.cfg.name), m)),
-            );
-        }
-    }
-    PlanInfo {
-        generation: p.generation,
-        partner_cap: p.config.partner_cap,
-        loaded_at: p.loaded_at,
-        listeners: p.listeners.iter().map(|l| l.cfg.name.clone()).collect(),
-        upstreams: p.upstreams.iter().map(|u| u.cfg.name.clone()).collect(),
-        certs,
-        crls,
-    }
-}
-
-/// Settings a running process cannot change, compared with what it started
-/// with and how its sockets are bound (so they stay reported until applied).
-fn restart_needed(old: &Config, new: &Config, bound: &[Bound]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut diff = |key: String, changed: bool| {
-        if changed {
-            out.push(key);
-        }
-    };
-    diff("workers".into(), old.workers != new.workers);
-    diff("admin".into(), old.admin_bind != new.admin_bind);
-    diff("log_format".into(), old.log_format != new.log_format);
-    diff("ring_entries".into(), old.ring_entries != new.ring_entries);
-    diff(
-        "sqpoll_idle_ms".into(),
-        old.sqpoll_idle_ms != new.sqpoll_idle_ms,
-    );
-    diff("nofile".into(), old.nofile != new.nofile);
-    for (i, l) in new.listeners.iter().enumerate() {
-        let Some(b) = bound.iter().find(|b| b.name == l.name && b.bind == l.bind) else {
-            continue; // new sockets, bound as configured
-        };
-        diff(format!("listener[{i}].backlog"), b.backlog != l.backlog);
-        diff(format!("listener[{i}].nodelay"), b.nodelay != l.nodelay);
-    }
-    out
-}
-
-fn file_rows(read: &[(PathBuf, crate::plan::files::Loaded)]) -> Vec<FileOutcome> {
-    read.iter()
-        .map(|(p, l)| FileOutcome {
-            path: p.display().to_string(),
-            key: l.key.clone(),
-            sha256: Some(l.sha256.clone()),
-            error: None,
         })
         .collect()
 }
