@@ -130,14 +130,15 @@ fn handle(mut s: TcpStream, reg: &Registry) {
         "/metrics" => {
             let snap = reg.collect(WORKER_WAIT, Detail::Light);
             let (keys, reloads) = info(reg);
-            let mut body = export::prometheus(&snap, &keys, &reloads);
-            export::partner_limits(&mut body, &limits(reg));
+            let mut body =
+                export::prometheus(&snap, &keys, &reloads, &reg.slots, reg.stale_workers());
+            export::partner_limits(&mut body, &limits(reg), &reg.slots);
             reply(&mut s, head_only, 200, "text/plain; version=0.0.4", &body)
         }
         "/stats" => {
             let snap = reg.collect(WORKER_WAIT, Detail::Full);
             let (keys, reloads) = info(reg);
-            let body = json::stats_json(&snap, &keys, &reloads);
+            let body = json::stats_json(&snap, &keys, &reloads, &reg.slots);
             reply(&mut s, head_only, 200, "application/json", &body)
         }
         "/certs" => {

@@ -56,6 +56,8 @@ pub enum Outcome {
     SourceLimit,
     PartnerConnectionLimit,
     PartnerRateLimit,
+    /// Neither side moved a byte for `idle_timeout` (tcp mode).
+    IdleTimeout,
     Internal,
     // The origin.
     UpstreamRefused,
@@ -64,6 +66,8 @@ pub enum Outcome {
     UpstreamBadResponse,
     UpstreamWriteFailed,
     UpstreamProxyHeader,
+    /// The origin's side of a tcp-mode pipe broke (reset, error).
+    UpstreamReset,
     PoolExhausted,
 }
 
@@ -112,6 +116,7 @@ impl Outcome {
             SourceLimit => "source_limit",
             PartnerConnectionLimit => "partner_connection_limit",
             PartnerRateLimit => "partner_rate_limit",
+            IdleTimeout => "idle_timeout",
             Internal => "internal",
             UpstreamRefused => "connect_failed",
             UpstreamTimeout => "connect_timeout",
@@ -119,6 +124,7 @@ impl Outcome {
             UpstreamBadResponse => "bad_response",
             UpstreamWriteFailed => "write_failed",
             UpstreamProxyHeader => "proxy_header_failed",
+            UpstreamReset => "upstream_reset",
             PoolExhausted => "pool_exhausted",
         }
     }
@@ -167,6 +173,7 @@ mod tests {
             Outcome::SourceLimit,
             Outcome::PartnerConnectionLimit,
             Outcome::PartnerRateLimit,
+            Outcome::IdleTimeout,
             Outcome::Internal,
             Outcome::UpstreamRefused,
             Outcome::UpstreamTimeout,
@@ -174,6 +181,7 @@ mod tests {
             Outcome::UpstreamBadResponse,
             Outcome::UpstreamWriteFailed,
             Outcome::UpstreamProxyHeader,
+            Outcome::UpstreamReset,
             Outcome::PoolExhausted,
         ];
         let labels: std::collections::BTreeSet<&str> = all.iter().map(|o| o.label()).collect();

@@ -82,7 +82,13 @@ pub(super) fn histogram(
     let _ = writeln!(w, "{name}_count{{{labels}}} {acc}");
 }
 
-pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
+pub fn prometheus(
+    snap: &Snapshot,
+    keys: &KeyInfo,
+    reloads: &ReloadInfo,
+    slots: &super::partners::Slots,
+    stale: usize,
+) -> String {
     let (names, merged) = merge(snap);
     let (names, m) = (&names[..], &merged);
     let mut w = String::new();
@@ -303,22 +309,40 @@ pub fn prometheus(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> Stri
         "Generation of the plan in force (1 at start, +1 per applied reload).",
         one(reloads.plan.generation),
     );
-    super::partners::prometheus(
+    family(
         &mut w,
-        names,
-        m,
-        &reloads.plan,
-        crate::tls::material::now_secs(),
+        "mtlsgate_workers_stale",
+        "gauge",
+        "Workers that did not answer this read in time: their figures are from their last answer.",
+        one(stale),
     );
+    let now = crate::tls::material::now_secs();
+    super::partners::prometheus(&mut w, names, m, &reloads.plan, slots, now);
     w
 }
 
 /// `mtlsgate_partner_limited_total`: refusals by partner identity (label
 /// values escaped: an identity is the partner's own text).
-pub fn partner_limits(w: &mut String, limits: &[(String, PartnerRefusals)]) {
+pub fn partner_limits(
+    w: &mut String,
+    limits: &[(String, PartnerRefusals)],
+    slots: &super::partners::Slots,
+) {
     let mut rows = Vec::new();
     for (listener, partners) in limits {
+        // The partner cap's `(other)` here too.
+        let mut folded: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
         for (p, conns, reqs) in partners {
+            let name = if slots.owns(listener, p) {
+                p.as_str()
+            } else {
+                super::partners::OTHER
+            };
+            let e = folded.entry(name).or_default();
+            e.0 += conns;
+            e.1 += reqs;
+        }
+        for (p, (conns, reqs)) in folded {
             for (kind, n) in [("connection", conns), ("request", reqs)] {
                 let labels = format!(
                     "listener=\"{}\",partner=\"{}\",kind=\"{kind}\"",

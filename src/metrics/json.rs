@@ -2,7 +2,7 @@
 //! and `/certs` (every client certificate seen, and the gateway's own, by expiry).
 
 use super::export::ratio;
-use super::partners::fold;
+use super::partners::Slots;
 use super::reloads::ReloadInfo;
 use super::series::{Clock, PartnerStats, PARTNER_BUCKETS_US};
 use super::{merge, KeyInfo, ListenerStats, Snapshot};
@@ -66,7 +66,7 @@ fn partner_json(s: &PartnerStats) -> Value {
     })
 }
 
-fn listener_json(s: &ListenerStats, cap: usize) -> Value {
+fn listener_json(name: &str, s: &ListenerStats, cap: usize, slots: &Slots) -> Value {
     let (full, resumed) = (s.completed(Kind::Full), s.completed(Kind::Resumed));
     let series: Vec<Value> = s
         .series
@@ -103,17 +103,17 @@ fn listener_json(s: &ListenerStats, cap: usize) -> Value {
         "limited": s.limited,
         "requests": s.requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
         "upstream_errors": s.upstream_errors,
-        "partners": fold(&s.partners, cap).iter().map(|(p, s)| (p.clone(), partner_json(s))).collect::<Map<_, _>>(),
+        "partners": slots.fold(name, &s.partners, cap).iter().map(|(p, s)| (p.clone(), partner_json(s))).collect::<Map<_, _>>(),
     })
 }
 
-pub fn stats_json(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo) -> String {
+pub fn stats_json(snap: &Snapshot, keys: &KeyInfo, reloads: &ReloadInfo, slots: &Slots) -> String {
     let (names, merged) = merge(snap);
     let cap = reloads.plan.partner_cap;
     let listeners: Map<String, Value> = names
         .iter()
         .zip(&merged)
-        .map(|(n, s)| (n.clone(), listener_json(s, cap)))
+        .map(|(n, s)| (n.clone(), listener_json(n, s, cap, slots)))
         .collect();
     let workers: Vec<Value> = snap
         .iter()

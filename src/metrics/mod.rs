@@ -133,6 +133,26 @@ pub struct WorkerMetrics {
     tickets: Vec<Arc<TicketCounters>>,
 }
 
+/// Distinct client certificates a worker remembers per listener: a partner
+/// issuing short-lived certificates rotates through many.
+const MAX_CERTS: usize = 4096;
+
+/// Makes room in a full inventory: certificates expired for a day go first,
+/// then (if none has) the one seen longest ago.
+fn evict(certs: &mut HashMap<String, CertSeen>, now: i64) {
+    let before = certs.len();
+    certs.retain(|_, c| c.not_after >= now - 86_400);
+    if certs.len() == before {
+        let oldest = certs
+            .iter()
+            .min_by_key(|(_, c)| c.last_seen)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            certs.remove(&k);
+        }
+    }
+}
+
 /// The partner's entry, made on its first event (a `String` once per partner).
 fn partner_entry<'a>(s: &'a mut ListenerStats, p: &str) -> &'a mut PartnerStats {
     if !s.partners.contains_key(p) {
@@ -192,6 +212,9 @@ impl Shard {
                 c.connections += 1;
             }
             None => {
+                if s.certs.len() >= MAX_CERTS {
+                    evict(&mut s.certs, now);
+                }
                 let c = CertSeen {
                     partner: v.peer.label().to_string(),
                     serial: v.peer.serial.clone(),

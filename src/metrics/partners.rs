@@ -6,32 +6,67 @@ use super::export::{esc, family, histogram};
 use super::reloads::PlanInfo;
 use super::series::{PartnerStats, PARTNER_BUCKETS_US};
 use super::ListenerStats;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
-/// The partner series past the cap go into this one.
-pub const OTHER: &str = "other";
+/// The partner series past the cap go into this one. No identity can be
+/// this (a subject DN holds `=`, a URI SAN a scheme); one that is anyway is
+/// folded into it.
+pub const OTHER: &str = "(other)";
 
-/// The `cap` most active partners (ties by name), and the rest merged as `other`.
-pub fn fold(partners: &HashMap<String, PartnerStats>, cap: usize) -> Vec<(String, PartnerStats)> {
-    let mut all: Vec<(&String, &PartnerStats)> = partners.iter().collect();
-    all.sort_by(|a, b| {
-        b.1.activity()
-            .cmp(&a.1.activity())
-            .then_with(|| a.0.cmp(b.0))
-    });
-    let mut out: Vec<(String, PartnerStats)> = all
-        .iter()
-        .take(cap)
-        .map(|(n, s)| ((*n).clone(), (*s).clone()))
-        .collect();
-    if all.len() > cap {
-        let mut other = PartnerStats::default();
-        for (_, s) in &all[cap..] {
-            other.merge(s);
+/// Which partners have series of their own, per listener: the first `cap`
+/// seen (the most active first when several appear in one read) keep theirs
+/// for the life of the process, so no series ever moves in or out of
+/// `(other)` and every counter only grows. The cap applies to the merged
+/// figures, so every worker's are folded alike.
+#[derive(Default)]
+pub struct Slots(Mutex<HashMap<String, BTreeSet<String>>>);
+
+impl Slots {
+    pub fn fold(
+        &self,
+        listener: &str,
+        partners: &HashMap<String, PartnerStats>,
+        cap: usize,
+    ) -> Vec<(String, PartnerStats)> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let own = all.entry(listener.to_string()).or_default();
+        let mut new: Vec<(&String, &PartnerStats)> = partners
+            .iter()
+            .filter(|(n, _)| n.as_str() != OTHER && !own.contains(*n))
+            .collect();
+        new.sort_by(|a, b| {
+            b.1.activity()
+                .cmp(&a.1.activity())
+                .then_with(|| a.0.cmp(b.0))
+        });
+        for (n, _) in new {
+            if own.len() >= cap {
+                break;
+            }
+            own.insert(n.clone());
         }
-        out.push((OTHER.to_string(), other));
+        let mut out: Vec<(String, PartnerStats)> = Vec::new();
+        let mut other: Option<PartnerStats> = None;
+        let mut names: Vec<&String> = partners.keys().collect();
+        names.sort();
+        for n in names {
+            let s = &partners[n]; // ok: n is a key of partners
+            if own.contains(n) {
+                out.push((n.clone(), s.clone()));
+            } else {
+                other.get_or_insert_with(PartnerStats::default).merge(s);
+            }
+        }
+        out.extend(other.map(|o| (OTHER.to_string(), o)));
+        out
     }
-    out
+
+    /// Whether `partner` has series of its own on `listener`.
+    pub fn owns(&self, listener: &str, partner: &str) -> bool {
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(listener).is_some_and(|s| s.contains(partner))
+    }
 }
 
 /// The per-partner families, certificate expiry and CRL freshness.
@@ -40,12 +75,13 @@ pub fn prometheus(
     names: &[String],
     merged: &[ListenerStats],
     plan: &PlanInfo,
+    slots: &Slots,
     now: i64,
 ) {
     let folded: Vec<(&String, Vec<(String, PartnerStats)>)> = names
         .iter()
         .zip(merged)
-        .map(|(n, s)| (n, fold(&s.partners, plan.partner_cap)))
+        .map(|(n, s)| (n, slots.fold(n, &s.partners, plan.partner_cap)))
         .collect();
     let rows = |f: &dyn Fn(&PartnerStats) -> Vec<(String, u64)>| -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -140,13 +176,12 @@ pub fn prometheus(
     let mut expiry = Vec::new();
     for ((l, ps), m) in folded.iter().zip(merged) {
         for (p, _) in ps.iter().filter(|(p, _)| p != OTHER) {
-            // The partner's newest certificate: the one it will present next.
-            let newest = m
-                .certs
-                .values()
-                .filter(|c| &c.partner == p)
-                .map(|c| c.not_after)
-                .max();
+            // The partner's newest certificate (the one it will present
+            // next) among those seen in the last 30 days: a partner gone
+            // since should not keep an expiry alert firing.
+            let recent =
+                |c: &&super::series::CertSeen| &c.partner == p && c.last_seen >= now - 30 * 86_400;
+            let newest = m.certs.values().filter(recent).map(|c| c.not_after).max();
             if let Some(t) = newest {
                 expiry.push((
                     format!("listener=\"{}\",partner=\"{}\"", esc(l), esc(p)),

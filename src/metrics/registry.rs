@@ -18,6 +18,12 @@ pub struct Registry {
     pub limiters: Arc<Mutex<Limiters>>,
     /// Asks the main thread for a whole-config reload and waits for its outcome.
     pub reload: Box<dyn Fn() -> Option<reloads::Outcome> + Send + Sync>,
+    /// Each worker's last answer, for one that is late (see `collect`).
+    pub last_full: Mutex<Vec<Option<WorkerSnapshot>>>,
+    pub last_light: Mutex<Vec<Option<WorkerSnapshot>>>,
+    pub stale: std::sync::atomic::AtomicUsize,
+    /// Which partners have series of their own (see `partners::Slots`).
+    pub slots: super::partners::Slots,
     /// Asks the main thread for a binary upgrade and waits until the new
     /// process serves (its pid) or failed.
     pub upgrade: Box<dyn Fn() -> Option<Result<u32, String>> + Send + Sync>,
@@ -51,6 +57,46 @@ pub type Snapshot = Vec<Option<WorkerSnapshot>>;
 impl Registry {
     /// Asks each worker for its shard, waiting up to `timeout` for each.
     pub fn collect(&self, timeout: Duration, detail: Detail) -> Snapshot {
+        let fresh = self.ask(timeout, detail);
+        if detail == Detail::Ping {
+            return fresh;
+        }
+        // A worker late to answer is read from its last snapshot: counters a
+        // scrape sees never go down (Prometheus would take that for a reset).
+        let cache = match detail {
+            Detail::Full => &self.last_full,
+            _ => &self.last_light,
+        };
+        let mut last = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.resize(fresh.len(), None);
+        let mut stale = 0;
+        let out = fresh
+            .into_iter()
+            .zip(last.iter_mut())
+            .map(|(f, l)| match f {
+                Some(s) => {
+                    *l = Some(s.clone());
+                    Some(s)
+                }
+                None => {
+                    stale += 1;
+                    l.clone()
+                }
+            })
+            .collect();
+        self.stale
+            .store(stale, std::sync::atomic::Ordering::Relaxed);
+        out
+    }
+
+    /// Workers whose figures in the last read came from an earlier one.
+    pub fn stale_workers(&self) -> usize {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ask(&self, timeout: Duration, detail: Detail) -> Snapshot {
         let pending: Vec<_> = self
             .workers
             .iter()

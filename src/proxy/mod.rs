@@ -80,8 +80,10 @@ pub struct ConnCtx<'a> {
     /// The TLS server name (SNI) the partner asked for.
     pub sni: Option<String>,
     pub log_requests: bool,
-    /// The buffered access-log file, when configured (else `log_requests`).
-    pub access: Option<Rc<access::AccessLog>>,
+    /// The worker's buffered access-log file, when configured (else
+    /// `log_requests`); read per line, so a reopen after logrotate moves
+    /// long-lived connections' lines to the new file too.
+    pub access: Rc<RefCell<Option<Rc<access::AccessLog>>>>,
     /// Accept → handshake complete, for the access log.
     pub handshake_us: u64,
 }
@@ -127,7 +129,8 @@ impl ConnCtx<'_> {
         }
         self.count_bytes(f.bytes_in, f.bytes_out);
         let duration_us = f.started.elapsed().as_micros() as u64;
-        if let Some(log) = &self.access {
+        let log = self.access.borrow().clone();
+        if let Some(log) = &log {
             log.write(&access::Entry {
                 listener: &self.listener.cfg.name,
                 identity: self.peer_label(),

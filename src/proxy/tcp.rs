@@ -4,6 +4,7 @@
 use super::io::Io;
 use super::ConnCtx;
 use crate::bufpool;
+use crate::outcome::Outcome;
 use crate::proxy_protocol as pp2;
 use std::cell::Cell;
 use std::time::Duration;
@@ -13,12 +14,39 @@ use tokio::time::{timeout, Instant};
 /// Counts the bytes delivered to `dst` in `moved` as they go (so a broken or
 /// cancelled pipe still reports them); returns whether the direction ended
 /// cleanly (end of stream, not an error or a deadline).
+/// Which side of a pipe broke first (the other then only sees the abort).
+#[derive(Clone, Copy)]
+enum Broke {
+    Partner,
+    Upstream,
+}
+
+struct Ends<'a> {
+    /// `src` is the partner's side.
+    from_partner: bool,
+    first: &'a Cell<Option<Broke>>,
+}
+
+impl Ends<'_> {
+    fn blame(&self, src: bool) {
+        let partner = src == self.from_partner;
+        if self.first.get().is_none() {
+            self.first.set(Some(if partner {
+                Broke::Partner
+            } else {
+                Broke::Upstream
+            }));
+        }
+    }
+}
+
 async fn pump<S: Io, D: Io>(
     src: &S,
     dst: &D,
     last: &Cell<Instant>,
     idle: Duration,
     moved: &Cell<u64>,
+    ends: Ends<'_>,
 ) -> bool {
     let mut buf = bufpool::small();
     loop {
@@ -29,11 +57,16 @@ async fn pump<S: Io, D: Io>(
             Ok(0) => {
                 bufpool::give(buf);
                 let _ = timeout(idle, dst.shutdown_write()).await;
-                return src.closed_cleanly();
+                let clean = src.closed_cleanly();
+                if !clean {
+                    ends.blame(true);
+                }
+                return clean;
             }
             Ok(_) => {}
             Err(_) => {
                 bufpool::give(buf);
+                ends.blame(true);
                 dst.abort();
                 return false;
             }
@@ -45,6 +78,7 @@ async fn pump<S: Io, D: Io>(
         let (res, b) = match timeout(idle, dst.write_all(buf)).await {
             Ok(r) => r,
             Err(_) => {
+                ends.blame(false);
                 dst.abort();
                 src.abort();
                 return false;
@@ -55,6 +89,7 @@ async fn pump<S: Io, D: Io>(
         buf.clear();
         if res.is_err() {
             bufpool::give(buf);
+            ends.blame(false);
             src.abort();
             return false;
         }
@@ -119,49 +154,69 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
     let Some(pool) = up.and_then(|u| view.pools.get(u)) else {
         return; // ok: config validation requires an upstream for tcp listeners
     };
+    let started = std::time::Instant::now();
+    let failed = |o: Outcome| {
+        cx.finish(super::Finished {
+            method: "-",
+            path: "-",
+            status: 0,
+            upstream: &pool.ctx.cfg.name,
+            bytes_in: 0,
+            bytes_out: 0,
+            started,
+            outcome: Some(o),
+        })
+    };
     let lease = match pool.get(true).await {
         Ok(l) => l,
         Err(e) => {
             cx.shard.upstream_error(e.label());
             tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), kind = e.label(), "upstream connect failed; closing");
             down.abort();
+            failed(e.outcome());
             return;
         }
     };
-    let started = std::time::Instant::now();
     let up = lease.io();
     if pool.ctx.cfg.proxy_protocol {
         if let Err(why) = send_proxy_header(up, cx).await {
             cx.shard.upstream_error("proxy_header_failed");
             tracing::warn!(listener = %l.cfg.name, peer = cx.peer_label(), why, "cannot send the PROXY header upstream; closing");
             down.abort();
+            failed(Outcome::UpstreamProxyHeader);
             return;
         }
     }
     let last = Cell::new(Instant::now());
     let (moved_in, moved_out) = (Cell::new(0), Cell::new(0));
+    let first = Cell::new(None);
+    let ends = |from_partner| Ends {
+        from_partner,
+        first: &first,
+    };
     let both = async {
         tokio::join!(
-            pump(down, up, &last, l.cfg.idle_timeout, &moved_in),
-            pump(up, down, &last, l.cfg.idle_timeout, &moved_out)
+            pump(down, up, &last, l.cfg.idle_timeout, &moved_in, ends(true)),
+            pump(up, down, &last, l.cfg.idle_timeout, &moved_out, ends(false))
         )
     };
-    let (a_ok, b_ok) = tokio::select! {
-        r = both => r,
+    let idle = tokio::select! {
+        _ = both => false,
         _ = idle_watch(&last, l.cfg.idle_timeout) => {
             // Shutting both sockets down completes the reads the pumps left pending.
             down.abort();
             up.abort();
-            (false, false)
+            true
         }
     };
     let (a, b) = (moved_in.get(), moved_out.get());
-    // Not clean: a direction broke, timed out, or ended without close_notify
-    // (a truncation the partner may not have meant).
-    let outcome = match (a_ok, b_ok) {
-        (true, true) => None,
-        (false, _) => Some(crate::outcome::Outcome::PeerClosed),
-        (true, false) => Some(crate::outcome::Outcome::UpstreamBadResponse),
+    // Not clean: a side broke, or ended without close_notify (a truncation
+    // the partner may not have meant); the side that went first is blamed.
+    let outcome = match (idle, first.get()) {
+        (true, _) => Some(Outcome::IdleTimeout),
+        (false, None) => None,
+        (false, Some(Broke::Partner)) => Some(Outcome::PeerClosed),
+        (false, Some(Broke::Upstream)) => Some(Outcome::UpstreamReset),
     };
     cx.finish(super::Finished {
         method: "-",

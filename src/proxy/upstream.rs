@@ -98,6 +98,15 @@ impl UpError {
             UpError::PoolExhausted => 503,
         }
     }
+    pub fn outcome(self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            UpError::Refused => Outcome::UpstreamRefused,
+            UpError::ConnectTimeout => Outcome::UpstreamTimeout,
+            UpError::Tls => Outcome::UpstreamTls,
+            UpError::PoolExhausted => Outcome::PoolExhausted,
+        }
+    }
     pub fn label(self) -> &'static str {
         match self {
             UpError::Refused => "connect_failed",

@@ -148,7 +148,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
         },
         sni: session.sni.clone(),
         log_requests: gen.view.plan.config.log_requests,
-        access: w.access.borrow().clone(),
+        access: w.access.clone(),
         handshake_us: h.took.as_micros() as u64,
     };
     match lc.cfg.mode {

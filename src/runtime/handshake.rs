@@ -129,6 +129,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
             }
             Ok(Err(Refused::Bad(why))) => {
                 refuse(Outcome::BadProxyHeader, None, addr, &why);
+                drop(handshaking); // counted as failed now: not also as handshaking
                 close_cleanly(&stream).await;
                 return None;
             }
@@ -169,7 +170,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     let hs = timeout_at(deadline, Box::pin(tls.handshake())).await;
     drop(handshaking);
     drop(source_permit);
-    let record = |ok: bool, kind: Kind, partner: Option<&str>| {
+    let record = |ok: bool, kind: Kind, partner: Option<&str>, extra_cpu: Duration| {
         let (version, group) = tls.with_conn(|c| tls::version_group(c));
         let key = SeriesKey {
             kind,
@@ -177,7 +178,12 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
             version,
             group,
         };
-        shard.handshake(key, start.elapsed(), tls.handshake_cpu(), partner);
+        shard.handshake(
+            key,
+            start.elapsed(),
+            tls.handshake_cpu() + extra_cpu,
+            partner,
+        );
     };
     let failed = match hs {
         Err(_) => {
@@ -190,7 +196,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     };
     if let Some((o, detail)) = failed {
         let partner = tls.refused_partner();
-        record(false, Kind::Full, None);
+        record(false, Kind::Full, None, Duration::ZERO);
         refuse(o, partner.as_deref(), addr, &detail);
         if o != Outcome::HandshakeTimeout && o != Outcome::PeerClosed {
             // The alert is sent; a client still sending would get a reset in
@@ -199,13 +205,16 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
         }
         return None;
     }
+    // The re-verification of a resumed chain is the gateway's own work too.
+    let t = Instant::now();
     let checked =
         tls.with_conn(|c| tls::session(c, &live.state.tls, &mut live.state.verified.borrow_mut()));
+    let check_cpu = t.elapsed();
     let info = match checked {
         Ok(s) => s,
-        Err((o, partner)) => {
+        Err((o, partner, kind)) => {
             // A resumed session whose certificate no longer verifies (revoked, expired).
-            record(false, Kind::Resumed, None);
+            record(false, kind, None, check_cpu);
             let detail = "resumed session's client certificate no longer verifies";
             refuse(o, partner.as_deref(), addr, detail);
             super::conn::close_tls(&tls, lc.cfg.handshake_timeout).await;
@@ -213,7 +222,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
         }
     };
     let partner = info.peer.as_ref().map(|v| v.peer.label());
-    record(true, info.kind, partner);
+    record(true, info.kind, partner, check_cpu);
     if let Some(v) = &info.peer {
         shard.cert_seen(v, crate::tls::material::now_secs());
     }

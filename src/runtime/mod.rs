@@ -199,6 +199,10 @@ pub fn run(gw: Gateway, mut successor: upgrade::Successor) -> anyhow::Result<()>
         reloads: reloader.reloads.clone(),
         limiters: reloader.limiters.clone(),
         workers: metric_txs,
+        last_full: Default::default(),
+        last_light: Default::default(),
+        stale: Default::default(),
+        slots: Default::default(),
         draining: draining.clone(),
         reload: Box::new(move || {
             let (otx, orx) = mpsc::channel();

@@ -66,7 +66,7 @@ pub struct WorkerCtx {
     pub stopping: Cell<bool>,
     /// The access-log file of the plan in force (reopened on every update,
     /// so a SIGHUP after logrotate moves writes to the new file).
-    pub access: RefCell<Option<Rc<AccessLog>>>,
+    pub access: Rc<RefCell<Option<Rc<AccessLog>>>>,
 }
 
 /// Opens the plan's access log for this worker, with its flusher task.
@@ -144,7 +144,7 @@ pub fn run(
             open: Default::default(),
             runs: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
-            access: RefCell::new(open_access(&first.plan)),
+            access: Rc::new(RefCell::new(open_access(&first.plan))),
         });
         accept::apply_sockets(&w, first.sockets);
         tokio_uring::spawn(apply_updates(w.clone(), updates));

@@ -130,7 +130,7 @@ pub fn session(
     conn: &ServerConnection,
     tls: &ListenerTls,
     cache: &mut VerifiedCache,
-) -> Result<HandshakeInfo, (Outcome, Option<String>)> {
+) -> Result<HandshakeInfo, (Outcome, Option<String>, Kind)> {
     let kind = match conn.handshake_kind() {
         Some(HandshakeKind::Resumed) => Kind::Resumed,
         _ => Kind::Full,
@@ -141,12 +141,19 @@ pub fn session(
             let v = cache
                 .check(tls, chain, kind == Kind::Resumed)
                 .map_err(|o| {
-                    // The chain verified when the session began: the partner's.
+                    // The chain verified when the session began, so it is the
+                    // partner's; but only its own certificate's state is its
+                    // doing (a stale CRL or a CA removed on reload is ours).
+                    let theirs = matches!(
+                        o,
+                        Outcome::Revoked | Outcome::Expired | Outcome::NotYetValid
+                    );
                     let who = chain
                         .first()
+                        .filter(|_| theirs)
                         .and_then(|c| crate::identity::PeerId::from_der(c).ok())
                         .map(|p| p.label().to_string());
-                    (o, who)
+                    (o, who, kind)
                 })?;
             Some(v)
         }

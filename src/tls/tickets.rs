@@ -304,38 +304,73 @@ impl rustls::server::ProducesTickets for Sealer {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let why = match self.open(cipher) {
+            Ok(session) => return Some(session),
+            Err(why) => why,
+        };
+        // A ticket of the previous release (issue time inside): an upgrade
+        // keeps its sessions resuming. Retire with that release's tickets.
+        match self.open_sealed_time(cipher) {
+            Some(Ok(session)) => return Some(session),
+            Some(Err(())) => self.counters.expired.fetch_add(1, Ordering::Relaxed),
+            None => why.fetch_add(1, Ordering::Relaxed),
+        };
+        None
+    }
+}
+
+impl Sealer {
+    /// This release's layout. The error is the counter to bump.
+    fn open(&self, cipher: &[u8]) -> Result<Vec<u8>, &AtomicU64> {
         const HEAD: usize = ID_LEN + 8;
         if cipher.len() < HEAD + NONCE_LEN + TAG_LEN {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(&self.counters.malformed);
         }
         let (aad, rest) = cipher.split_at(HEAD);
         let (id, issued) = aad.split_at(ID_LEN);
-        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let issued = u64::from_be_bytes(issued.try_into().map_err(|_| &self.counters.malformed)?);
         let too_old = now().saturating_sub(issued) > u64::from(self.lifetime);
         let Some(k) = self.keys.iter().find(|k| k.id[..] == *id) else {
             // A claimed issue time may be forged, but only to pick which
             // counter a ticket that opens nowhere lands in.
-            let c = if too_old {
+            return Err(if too_old {
                 &self.counters.expired
             } else {
                 &self.counters.unknown_key
-            };
-            c.fetch_add(1, Ordering::Relaxed);
-            return None;
+            });
         };
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| &self.counters.malformed)?;
+        let mut buf = sealed.to_vec();
+        let session = k
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| &self.counters.malformed)?;
+        if too_old {
+            return Err(&self.counters.expired);
+        }
+        Ok(session.to_vec())
+    }
+
+    /// The previous release's layout: id ‖ nonce ‖ AES-256-GCM(issued_at ‖
+    /// session). `None`: not such a ticket; `Some(Err)`: one, expired.
+    fn open_sealed_time(&self, cipher: &[u8]) -> Option<Result<Vec<u8>, ()>> {
+        if cipher.len() < ID_LEN + NONCE_LEN + 8 + TAG_LEN {
+            return None;
+        }
+        let (id, rest) = cipher.split_at(ID_LEN);
+        let k = self.keys.iter().find(|k| k.id[..] == *id)?;
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = sealed.to_vec();
-        let Ok(session) = k.key.open_in_place(nonce, Aad::from(aad), &mut buf) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        if too_old {
-            self.counters.expired.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let plain = k.key.open_in_place(nonce, Aad::from(id), &mut buf).ok()?;
+        let (issued, session) = plain.split_at(8);
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        if now().saturating_sub(issued) > u64::from(self.lifetime) {
+            return Some(Err(()));
         }
-        Some(session.to_vec())
+        Some(Ok(session.to_vec()))
     }
 }
 
@@ -391,6 +426,24 @@ mod tests {
         // A fresh one under the lost key is unknown.
         assert_eq!(new.decrypt(&old.encrypt(b"s").unwrap()), None);
         assert_eq!(new.counters.unknown_key.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_ticket_in_the_previous_releases_layout_still_resumes() {
+        let k = KeySet::generate().unwrap();
+        let s = Sealer::new(&k, "l", 3600, Arc::default()).unwrap();
+        let key = s.keys.first().unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        let mut sealed = [&now().to_be_bytes()[..], b"old session"].concat();
+        key.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&key.id[..]),
+                &mut sealed,
+            )
+            .unwrap();
+        let old = [&key.id[..], &nonce, &sealed].concat();
+        assert_eq!(s.decrypt(&old).as_deref(), Some(&b"old session"[..]));
     }
 
     #[test]

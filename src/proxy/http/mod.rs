@@ -275,7 +275,12 @@ async fn handle<D: Io>(
             reject(down, cx, 413, "request body too large").await;
             return Next::Close;
         }
-        Err(_) => return Next::Close, // the partner went away mid-body
+        Err(_) => {
+            // The partner went away mid-body (before any upstream was used).
+            let o = Some(crate::outcome::Outcome::PeerClosed);
+            respond::finish(cx, &req, 499, "-", started, 0, o);
+            return Next::Close;
+        }
     };
     let mut out = bufpool::big();
     // Built only for an HTTP/1.0 request without Host: no allocation otherwise.
