@@ -42,8 +42,8 @@ pub struct Clock {
 }
 
 fn hdr() -> Box<Histogram<u64>> {
-    // ok: constant, valid bounds
-    Box::new(Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds"))
+    let h = Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds"); // ok: constant, valid bounds
+    Box::new(h)
 }
 
 fn bucket_of(bounds: &[u64], us: u64) -> usize {
