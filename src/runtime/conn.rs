@@ -51,7 +51,9 @@ impl Drop for Active {
 
 pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
     let _active = Active(a.shard.clone());
-    let Some(h) = handshake::run(stream, &a, &w).await else {
+    // Boxed: the handshake's state (PROXY read, TLS, closes) is freed once it
+    // is done, instead of sizing every idle connection's task for it.
+    let Some(h) = Box::pin(handshake::run(stream, &a, &w)).await else {
         return;
     };
     let Accepted {
