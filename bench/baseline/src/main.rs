@@ -31,7 +31,9 @@ fn config(cert: &str, key: &str, ca: &str) -> Result<rustls::ServerConfig, Strin
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
-        roots.add(c.map_err(|e| format!("{ca}: {e}"))?).map_err(|e| format!("{ca}: {e}"))?;
+        roots
+            .add(c.map_err(|e| format!("{ca}: {e}"))?)
+            .map_err(|e| format!("{ca}: {e}"))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -64,7 +66,8 @@ async fn proxy(
         Err(_) => return Ok(status(400)),
     };
     *req.uri_mut() = uri;
-    req.headers_mut().insert("x-forwarded-client-cert", identity);
+    req.headers_mut()
+        .insert("x-forwarded-client-cert", identity);
     let req = req.map(|b| b.boxed());
     match client.request(req).await {
         Ok(resp) => Ok(resp.map(|b| b.boxed())),
@@ -73,7 +76,11 @@ async fn proxy(
 }
 
 fn status(code: u16) -> Response<Body> {
-    let mut r = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     r
 }
@@ -90,25 +97,42 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen.as_str()).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .build(http);
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (acceptor, client, upstream) = (acceptor.clone(), client.clone(), upstream.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 // The identity, once per connection: the leaf's SHA-256.
-                let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                let leaf = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first().cloned());
                 let Some(leaf) = leaf else { return };
                 let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf);
-                let Ok(identity) = format!("Hash={}", hex(digest.as_ref())).parse() else { return };
+                let Ok(identity) = format!("Hash={}", hex(digest.as_ref())).parse() else {
+                    return;
+                };
                 let svc = hyper::service::service_fn(move |req| {
-                    proxy(req, client.clone(), upstream.clone(), hyper::header::HeaderValue::clone(&identity))
+                    proxy(
+                        req,
+                        client.clone(),
+                        upstream.clone(),
+                        hyper::header::HeaderValue::clone(&identity),
+                    )
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
