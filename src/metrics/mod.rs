@@ -201,6 +201,12 @@ impl Shard {
         });
     }
 
+    /// A refusal after the handshake (policy, limits): the partner's, while
+    /// the listener counts the connection as a completed handshake.
+    pub fn partner_failure(&self, partner: &str, o: Outcome) {
+        self.with(|s| *partner_entry(s, partner).failures.entry(o).or_default() += 1);
+    }
+
     /// A verified connection: the inventory of certificates seen.
     pub fn cert_seen(&self, v: &crate::tls::verified::Verified, now: i64) {
         if cfg!(feature = "no-recording") {

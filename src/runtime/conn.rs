@@ -98,11 +98,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
         {
             shard.with(|s| s.denied += 1);
             if let Some(p) = partner {
-                shard.with(|s| {
-                    s.partners
-                        .get_mut(p)
-                        .map(|e| *e.failures.entry(Outcome::DeniedByPolicy).or_default() += 1)
-                });
+                shard.partner_failure(p, Outcome::DeniedByPolicy);
             }
             tracing::warn!(listener = %lc.cfg.name, %addr, peer = session.peer.as_ref().map_or("-", |v| v.peer.subject.as_str()), reason = %why, "connection denied by policy");
             close_tls(tls, lc.cfg.handshake_timeout).await;
@@ -115,11 +111,7 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
             Err(_) => {
                 shard.limited("partner_connections");
                 let o = Outcome::PartnerConnectionLimit;
-                shard.with(|s| {
-                    s.partners
-                        .get_mut(v.peer.label())
-                        .map(|e| *e.failures.entry(o).or_default() += 1)
-                });
+                shard.partner_failure(v.peer.label(), o);
                 log_refused(&w, &lc.cfg.name, addr, o, v.peer.label());
                 if lc.cfg.mode == Mode::Http {
                     let r =

@@ -170,8 +170,10 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     let hs = timeout_at(deadline, Box::pin(tls.handshake())).await;
     drop(handshaking);
     drop(source_permit);
-    let record = |ok: bool, kind: Kind, partner: Option<&str>, extra_cpu: Duration| {
-        let (version, group) = tls.with_conn(|c| tls::version_group(c));
+    // Version and group: a failed handshake's as far as it got, a completed
+    // one's from its HandshakeInfo (not read twice).
+    let so_far = || tls.with_conn(|c| tls::version_group(c));
+    let record = |ok: bool, kind: Kind, (version, group), partner: Option<&str>, extra_cpu| {
         let key = SeriesKey {
             kind,
             ok,
@@ -196,7 +198,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     };
     if let Some((o, detail)) = failed {
         let partner = tls.refused_partner();
-        record(false, Kind::Full, None, Duration::ZERO);
+        record(false, Kind::Full, so_far(), None, Duration::ZERO);
         refuse(o, partner.as_deref(), addr, &detail);
         if o != Outcome::HandshakeTimeout && o != Outcome::PeerClosed {
             // The alert is sent; a client still sending would get a reset in
@@ -214,7 +216,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
         Ok(s) => s,
         Err((o, partner, kind)) => {
             // A resumed session whose certificate no longer verifies (revoked, expired).
-            record(false, kind, None, check_cpu);
+            record(false, kind, so_far(), None, check_cpu);
             let detail = "resumed session's client certificate no longer verifies";
             refuse(o, partner.as_deref(), addr, detail);
             super::conn::close_tls(&tls, lc.cfg.handshake_timeout).await;
@@ -222,7 +224,13 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
         }
     };
     let partner = info.peer.as_ref().map(|v| v.peer.label());
-    record(true, info.kind, partner, check_cpu);
+    record(
+        true,
+        info.kind,
+        (info.version, info.group),
+        partner,
+        check_cpu,
+    );
     if let Some(v) = &info.peer {
         shard.cert_seen(v, crate::tls::material::now_secs());
     }
