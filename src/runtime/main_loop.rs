@@ -149,10 +149,13 @@ impl MainLoop {
                         "upgrade: the new process is ready; handing over and draining"
                     );
                     systemd::main_pid(pid);
-                    self.upgrade_done(Ok(pid));
+                    // The admin listener closes before `mtlsgate upgrade` hears
+                    // "done": its next request must reach the new process, not
+                    // this one (draining, it answers nothing).
                     if let Some(a) = &self.admin {
                         a.close();
                     }
+                    self.upgrade_done(Ok(pid));
                     let _ = self.stop.send(Drain::Handover);
                     break End::Handover;
                 }
