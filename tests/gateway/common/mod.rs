@@ -12,12 +12,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port for a gateway to listen on. Not from the kernel's ephemeral range
+/// (bind to port 0 picks there, and so does every client connection the
+/// tests open: a port picked and released could be taken as a source port
+/// before the gateway binds it). Handed out once per run, checked free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // below the usual ephemeral range (32768..)
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = LOW + std::process::id() % 100 * 100;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start - LOW + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A running gateway process; killed (by its PID) when dropped.
