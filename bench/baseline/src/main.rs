@@ -2,9 +2,11 @@
 //! epoll — one current-thread tokio runtime, tokio-rustls with aws-lc-rs
 //! (client certificates required, TLS 1.3 tickets, one per handshake, the
 //! server's order preferring AES-128-GCM like mtlsgate), hyper 1 for HTTP/1.1
-//! both ways with a pooled upstream, and an identity header per request.
+//! both ways with a pooled upstream, and an identity header per request;
+//! mimalloc, as mtlsgate uses. With TCP_LISTEN, also a tcp mode: TLS
+//! terminated, bytes copied to a new upstream connection both ways.
 //!
-//! mtlsgate-baseline LISTEN UPSTREAM CERT KEY CLIENT_CA
+//! mtlsgate-baseline LISTEN UPSTREAM CERT KEY CLIENT_CA [TCP_LISTEN]
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,6 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
@@ -85,10 +90,41 @@ fn status(code: u16) -> Response<Body> {
     r
 }
 
+/// tcp mode: TLS terminated, then bytes both ways with a fresh upstream connection.
+async fn tcp_mode(
+    l: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    upstream: Arc<str>,
+) {
+    loop {
+        let Ok((tcp, _)) = l.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut up) = tokio::net::TcpStream::connect(&*upstream).await else {
+                return;
+            };
+            let _ = up.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+        });
+    }
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream, cert, key, ca] = &args[..] else {
-        return Err("usage: mtlsgate-baseline LISTEN UPSTREAM CERT KEY CLIENT_CA".into());
+    let (listen, upstream, cert, key, ca, tcp_listen) = match &args[..] {
+        [l, u, c, k, a] => (l, u, c, k, a, None),
+        [l, u, c, k, a, t] => (l, u, c, k, a, Some(t.clone())),
+        _ => {
+            return Err(
+                "usage: mtlsgate-baseline LISTEN UPSTREAM CERT KEY CLIENT_CA [TCP_LISTEN]".into(),
+            )
+        }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config(cert, key, ca)?));
     let upstream: Arc<str> = upstream.as_str().into();
@@ -100,6 +136,12 @@ fn main() -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen.as_str())
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(t) = tcp_listen {
+            let l = tokio::net::TcpListener::bind(t.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(tcp_mode(l, acceptor.clone(), upstream.clone()));
+        }
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
