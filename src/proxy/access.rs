@@ -1,8 +1,8 @@
-//! The access log: one line per request (http) or session (tcp). Without an
-//! `[access_log]` file the line goes to the process log (`log_requests`);
-//! with one, each worker appends JSON lines (or key=value text) to its own
-//! buffer and writes it out when it holds 64 KiB or every 100 ms, as nginx's
-//! `access_log … buffer=` does: one write(2) per batch, not per request.
+//! The access log: one line per request (http) or session (tcp), to the
+//! `[access_log]` file or, without one, to the process log's stderr
+//! (`log_requests`). Each worker appends JSON lines (or key=value text) to its
+//! own buffer and writes it out when it holds 64 KiB or every 100 ms, as
+//! nginx's `access_log … buffer=` does: one write(2) per batch, not per request.
 
 use crate::config::AccessLogFormat;
 use crate::outcome::Outcome;
@@ -35,9 +35,17 @@ pub struct Entry<'a> {
     pub outcome: Option<Outcome>,
 }
 
-/// One worker's buffered access-log file.
+/// Where a worker's lines go.
+enum Sink {
+    File(std::fs::File),
+    /// The process log (journald or a terminal): lines of many workers
+    /// interleave only at batch boundaries, each batch being whole lines.
+    Stderr,
+}
+
+/// One worker's buffered access log.
 pub struct AccessLog {
-    file: RefCell<std::fs::File>,
+    sink: RefCell<Sink>,
     buf: RefCell<Vec<u8>>,
     format: AccessLogFormat,
 }
@@ -51,27 +59,46 @@ impl AccessLog {
             .create(true)
             .mode(0o640)
             .open(path)?;
-        Ok(Rc::new(AccessLog {
-            file: RefCell::new(file),
+        Ok(Self::with_sink(Sink::File(file), format))
+    }
+
+    /// Request lines in the process log (`log_requests` without `[access_log]`).
+    pub fn stderr(format: AccessLogFormat) -> Rc<AccessLog> {
+        Self::with_sink(Sink::Stderr, format)
+    }
+
+    fn with_sink(sink: Sink, format: AccessLogFormat) -> Rc<AccessLog> {
+        Rc::new(AccessLog {
+            sink: RefCell::new(sink),
             buf: RefCell::new(Vec::with_capacity(FLUSH_AT + 1024)),
             format,
-        }))
+        })
     }
 
     pub fn write(&self, e: &Entry<'_>) {
         let mut buf = self.buf.borrow_mut();
         match self.format {
             AccessLogFormat::Json => {
-                let v = serde_json::json!({
-                    "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                    "listener": e.listener, "identity": e.identity, "addr": e.addr.to_string(),
-                    "tls_version": e.tls_version, "resumed": e.resumed, "handshake_us": e.handshake_us,
-                    "method": e.method, "path": e.path, "status": e.status, "upstream": e.upstream,
-                    "bytes_in": e.bytes_in, "bytes_out": e.bytes_out, "duration_us": e.duration_us,
-                    "outcome": e.outcome.map_or("ok", |o| o.label()),
-                });
-                // Writing JSON to a Vec cannot fail; serde escapes every string.
-                let _ = serde_json::to_writer(&mut *buf, &v);
+                let line = JsonLine {
+                    time: Rfc3339(std::time::SystemTime::now()),
+                    listener: e.listener,
+                    identity: e.identity,
+                    addr: e.addr,
+                    tls_version: e.tls_version,
+                    resumed: e.resumed,
+                    handshake_us: e.handshake_us,
+                    method: e.method,
+                    path: e.path,
+                    status: e.status,
+                    upstream: e.upstream,
+                    bytes_in: e.bytes_in,
+                    bytes_out: e.bytes_out,
+                    duration_us: e.duration_us,
+                    outcome: e.outcome.map_or("ok", |o| o.label()),
+                };
+                // Serialised straight into the buffer (no map, no per-field
+                // allocation); writing to a Vec cannot fail; serde escapes every string.
+                let _ = serde_json::to_writer(&mut *buf, &line);
             }
             AccessLogFormat::Text => {
                 // Values a partner chose are quoted with Debug escapes: one line each.
@@ -98,7 +125,11 @@ impl AccessLog {
         if buf.is_empty() {
             return;
         }
-        if let Err(e) = self.file.borrow_mut().write_all(&buf) {
+        let written = match &mut *self.sink.borrow_mut() {
+            Sink::File(f) => f.write_all(&buf),
+            Sink::Stderr => std::io::stderr().lock().write_all(&buf),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write the access log; lines dropped");
         }
         buf.clear();
@@ -113,6 +144,35 @@ impl AccessLog {
                 None => return,
             }
         }
+    }
+}
+
+/// A JSON line, in the order the README lists its fields.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: Rfc3339,
+    listener: &'a str,
+    identity: &'a str,
+    addr: std::net::SocketAddr,
+    tls_version: &'a str,
+    resumed: bool,
+    handshake_us: u64,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    upstream: &'a str,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_us: u64,
+    outcome: &'a str,
+}
+
+/// A timestamp serialised as RFC 3339 with milliseconds, written in place.
+struct Rfc3339(std::time::SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
     }
 }
 

@@ -79,10 +79,9 @@ pub struct ConnCtx<'a> {
     pub tls: TlsFacts,
     /// The TLS server name (SNI) the partner asked for.
     pub sni: Option<String>,
-    pub log_requests: bool,
-    /// The worker's buffered access-log file, when configured (else
-    /// `log_requests`); read per line, so a reopen after logrotate moves
-    /// long-lived connections' lines to the new file too.
+    /// The worker's buffered access log (the `[access_log]` file, else the
+    /// process log when `log_requests`); read per line, so a reopen after
+    /// logrotate moves long-lived connections' lines to the new file too.
     pub access: Rc<RefCell<Option<Rc<access::AccessLog>>>>,
     /// Accept → handshake complete, for the access log.
     pub handshake_us: u64,
@@ -147,21 +146,6 @@ impl ConnCtx<'_> {
                 duration_us,
                 outcome: f.outcome,
             });
-        } else if self.log_requests {
-            tracing::info!(
-                listener = %self.listener.cfg.name,
-                peer = self.peer_label(),
-                addr = %self.peer_addr,
-                method = f.method,
-                path = f.path,
-                status = f.status,
-                upstream = f.upstream,
-                bytes_in = f.bytes_in,
-                bytes_out = f.bytes_out,
-                ms = duration_us as f64 / 1000.0,
-                outcome = f.outcome.map_or("ok", |o| o.label()),
-                "request"
-            );
         }
     }
 

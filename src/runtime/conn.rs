@@ -141,7 +141,6 @@ pub async fn serve(stream: TcpStream, a: Accepted, w: Rc<WorkerCtx>) {
             resumed: session.kind == Kind::Resumed,
         },
         sni: session.sni.clone(),
-        log_requests: gen.view.plan.config.log_requests,
         access: w.access.clone(),
         handshake_us: h.took.as_micros() as u64,
     };

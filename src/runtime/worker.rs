@@ -4,7 +4,7 @@
 
 use super::loglimit::LogLimit;
 use super::{accept, conn};
-use crate::config::Config;
+use crate::config::{AccessLogFormat, Config, LogFormat};
 use crate::limits::WorkerLimiter;
 use crate::metrics::Shards;
 use crate::plan::Plan;
@@ -69,19 +69,30 @@ pub struct WorkerCtx {
     pub access: Rc<RefCell<Option<Rc<AccessLog>>>>,
 }
 
-/// Opens the plan's access log for this worker, with its flusher task.
+/// Opens the plan's access log for this worker, with its flusher task: the
+/// `[access_log]` file, else (with `log_requests`) the process log.
 fn open_access(plan: &Plan) -> Option<Rc<AccessLog>> {
-    let c = plan.config.access_log.as_ref()?;
-    match AccessLog::open(&c.path, c.format) {
-        Ok(l) => {
-            tokio_uring::spawn(AccessLog::flusher(Rc::downgrade(&l)));
-            Some(l)
-        }
-        Err(e) => {
-            tracing::error!(path = %c.path.display(), error = %e, "cannot open the access log; request lines go to the process log");
-            None
-        }
-    }
+    let cfg = &plan.config;
+    let stderr = || {
+        cfg.log_requests.then(|| {
+            AccessLog::stderr(match cfg.log_format {
+                LogFormat::Json => AccessLogFormat::Json,
+                LogFormat::Text => AccessLogFormat::Text,
+            })
+        })
+    };
+    let log = match &cfg.access_log {
+        None => stderr(),
+        Some(c) => match AccessLog::open(&c.path, c.format) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(path = %c.path.display(), error = %e, "cannot open the access log; request lines go to the process log");
+                stderr()
+            }
+        },
+    }?;
+    tokio_uring::spawn(AccessLog::flusher(Rc::downgrade(&log)));
+    Some(log)
 }
 
 fn ring_error(e: io::Error) -> String {

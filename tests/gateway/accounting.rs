@@ -150,3 +150,75 @@ fn a_request_the_partner_abandons_mid_body_is_counted_and_logged_as_499() {
     );
     assert_eq!(v["path"], "/upload");
 }
+
+/// The process log's text, once `needle` shows up in it (lines are buffered up to 100 ms).
+fn wait_logs(gw: &common::Gateway, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = gw.logs();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_an_access_log_file_request_lines_reach_the_process_log_in_its_format() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let cfg = client::config(&pki, &client::Opts::default());
+    let text = common::http_config(&pki, up.addr, "", "", "");
+    let gw = common::start(&pki.dir, &text);
+    let r = client::exchange(
+        gw.addr(),
+        &cfg,
+        b"GET /t%65xt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let logs = wait_logs(&gw, "path=\"/text\"");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("path=\"/text\""))
+        .unwrap_or_else(|| panic!("no request line in:\n{logs}"));
+    assert!(
+        line.contains("identity=\"spiffe://partner.example/a\"") && line.contains("status=200"),
+        "{line}"
+    );
+
+    let json = text.replace("workers = 1", "workers = 1\nlog_format = \"json\"");
+    let gw = common::start(&pki.dir, &json);
+    let r = client::exchange(
+        gw.addr(),
+        &cfg,
+        b"GET /js%6fn HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let logs = wait_logs(&gw, "\"path\":\"/json\"");
+    let v: serde_json::Value = logs
+        .lines()
+        .find(|l| l.contains("\"path\":\"/json\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    assert_eq!(
+        (v["status"].as_u64(), v["outcome"].as_str()),
+        (Some(200), Some("ok"))
+    );
+
+    let off = text.replace("workers = 1", "workers = 1\nlog_requests = false");
+    let gw = common::start(&pki.dir, &off);
+    let r = client::exchange(
+        gw.addr(),
+        &cfg,
+        b"GET /quiet HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !gw.logs().contains("/quiet"),
+        "log_requests = false logs no request"
+    );
+}
