@@ -5,8 +5,10 @@
 //! `write_tls` into a pooled buffer and written with `write_all`. Methods take
 //! `&self` so the two directions of a tcp-mode pipe can run at once; socket
 //! writes are serialised by a per-connection lock so records never interleave.
+//! Generic over its `Transport` (a tokio-uring socket in production, an
+//! in-memory pipe in the tests), so the driver is tested without sockets.
 
-use crate::bufpool;
+use crate::bufpool::{self, Pooled};
 use rustls::{ConnectionCommon, SideData};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -15,6 +17,28 @@ use std::ops::DerefMut;
 use std::time::{Duration, Instant};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
+
+/// What the driver needs of a byte transport, in io_uring's owned-buffer style.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// Reads at most `cap` bytes into the empty `buf`.
+    async fn read(&self, buf: Pooled, cap: usize) -> (io::Result<usize>, Pooled);
+    async fn write_all(&self, buf: Pooled) -> (io::Result<()>, Pooled);
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    async fn read(&self, buf: Pooled, cap: usize) -> (io::Result<usize>, Pooled) {
+        let (res, slice) = TcpStream::read(self, buf.slice(0..cap)).await;
+        (res, slice.into_inner())
+    }
+    async fn write_all(&self, buf: Pooled) -> (io::Result<()>, Pooled) {
+        TcpStream::write_all(self, buf).await
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+}
 
 /// rustls's fixed limit on buffered received plaintext.
 const MAX_CIPHERTEXT_READ: usize = 16 * 1024;
@@ -29,8 +53,8 @@ pub enum TlsError {
     PeerClosed,
 }
 
-pub struct TlsStream<C> {
-    tcp: TcpStream,
+pub struct TlsStream<C, T = TcpStream> {
+    tcp: T,
     conn: RefCell<C>,
     write_lock: tokio::sync::Mutex<()>,
     /// The last read filled its buffer: the next one uses a big buffer.
@@ -44,12 +68,13 @@ pub struct TlsStream<C> {
     close_notify: Cell<bool>,
 }
 
-impl<C, S> TlsStream<C>
+impl<C, S, T> TlsStream<C, T>
 where
     C: DerefMut<Target = ConnectionCommon<S>>,
     S: SideData,
+    T: Transport,
 {
-    pub fn new(tcp: TcpStream, conn: C) -> Self {
+    pub fn new(tcp: T, conn: C) -> Self {
         TlsStream {
             tcp,
             conn: RefCell::new(conn),
@@ -76,7 +101,7 @@ where
         self.refused.borrow_mut().take()
     }
 
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> &T {
         &self.tcp
     }
 
@@ -108,25 +133,18 @@ where
     /// Reads ciphertext once and processes it. `Ok(false)` on EOF.
     async fn fill(&self) -> Result<bool, TlsError> {
         let buf = if self.want_big.get() {
-            bufpool::big()
+            Pooled::big()
         } else {
-            bufpool::small()
+            Pooled::small()
         };
         // rustls refuses ciphertext once more than 16 KiB of plaintext waits to be
         // read; callers drain plaintext before filling, so never read more than that.
         let cap = buf.capacity().min(MAX_CIPHERTEXT_READ);
-        let (res, slice) = self.tcp.read(buf.slice(0..cap)).await;
-        let buf = slice.into_inner();
-        let n = match res {
-            Ok(n) => n,
-            Err(e) => {
-                bufpool::give(buf);
-                return Err(e.into());
-            }
-        };
+        let (res, buf) = self.tcp.read(buf, cap).await;
+        let n = res?;
         self.want_big.set(n == cap);
         let result = self.feed(&buf[..n]);
-        bufpool::give(buf);
+        drop(buf); // back to the pool before any await
         if let Err(e) = result {
             // rustls queued a fatal alert: try to send it, the error wins anyway.
             let _ = self.flush().await;
@@ -183,24 +201,23 @@ where
     pub async fn flush(&self) -> io::Result<()> {
         let _guard = self.write_lock.lock().await;
         loop {
-            let mut out = bufpool::big();
+            let mut out = Pooled::out();
             {
                 let mut conn = self.conn.borrow_mut();
                 let t = conn.is_handshaking().then(Instant::now);
-                while conn.wants_write() && out.len() < bufpool::BIG {
-                    conn.write_tls(&mut out)?;
+                // Bounded by the pooled buffer's capacity: a grown Vec would be
+                // a realloc and a copy of everything already in it.
+                while conn.wants_write() && out.len() < out.capacity() {
+                    conn.write_tls(&mut Bounded(&mut out))?;
                 }
                 if let Some(t) = t {
                     self.cpu.set(self.cpu.get() + t.elapsed());
                 }
             }
             if out.is_empty() {
-                bufpool::give(out);
                 return Ok(());
             }
-            let (res, out) = self.tcp.write_all(out).await;
-            bufpool::give(out);
-            res?;
+            self.tcp.write_all(out).await.0?;
         }
     }
 
@@ -279,5 +296,37 @@ where
     /// timed-out operation does not pin the socket (see DESIGN.md).
     pub fn abort(&self) {
         let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
+
+/// Appends to a Vec up to its capacity, never growing it (rustls keeps what
+/// did not fit and hands it over on the next call).
+struct Bounded<'a>(&'a mut Vec<u8>);
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.0.capacity() - self.0.len());
+        self.0.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut total = 0;
+        for b in bufs {
+            let n = self.write(b)?;
+            total += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
