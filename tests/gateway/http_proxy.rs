@@ -432,3 +432,79 @@ fn an_http_1_0_partner_gets_a_chunked_upstream_body_as_plain_data_then_close() {
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(r.text(), "hello world");
 }
+
+/// An origin that answers one request per connection as keep-alive, then
+/// closes the connection while it sits idle in the pool (an idle timeout).
+fn closes_while_idle() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            n.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut b = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&b[..k]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // Dropped: FIN now, RST for whatever the gateway sends later.
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[test]
+fn a_get_on_a_pooled_connection_the_origin_closed_while_idle_is_resent_on_a_fresh_one() {
+    let pki = Pki::new();
+    let (up, conns) = closes_while_idle();
+    let gw = common::start_basic(&pki, up);
+    let cfg = client::config(&pki, &Default::default());
+    for i in 0..5 {
+        let r = client::get(gw.addr(), &cfg, &format!("/idle/{i}")).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "one fresh connection per request"
+    );
+    assert_eq!(gw.stat("partners", "/requests/502"), 0);
+    // Found stale by the resend, not by a peek (GET skips it: no syscall outside the ring).
+    assert_eq!(
+        gw.stat("partners", "/upstream_errors/stale_connection_resent"),
+        4
+    );
+}
+
+#[test]
+fn a_post_never_goes_to_a_pooled_connection_the_origin_closed_while_idle() {
+    let pki = Pki::new();
+    let (up, _) = closes_while_idle();
+    let gw = common::start_basic(&pki, up);
+    let cfg = client::config(&pki, &Default::default());
+    for i in 0..3 {
+        let req =
+            format!("POST /idle/{i} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc");
+        let r = client::exchange(gw.addr(), &cfg, req.as_bytes()).unwrap();
+        assert_eq!(
+            r.status, 200,
+            "request {i}: a POST is not resent, so the pooled connection is checked first"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod chunked;
 mod fields;
+mod forward;
 pub mod head;
 pub mod path;
 mod request_body;
@@ -12,19 +13,24 @@ mod routing;
 mod write;
 
 use super::io::{self as pio, Io};
+use super::upstream::Reuse;
 use super::{ConnCtx, Drain};
 use crate::authz::Decision;
 use crate::bufpool;
-use body::{BodyError, Chunks, Pace};
+use body::BodyError;
+use forward::{idempotent, send, stream_body, upstream_failed_with};
 use head::{BodyKind, RequestHead, RequestRules};
 use request_body::Rest;
-use respond::{respond, upstream_failed};
+use respond::respond;
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// How a request ended for the downstream connection.
 pub(super) enum Next {
     KeepAlive,
     Close,
+    /// A reused upstream connection ended before any response byte and the
+    /// request may be resent (never leaves `handle`).
+    Stale,
 }
 
 /// Serves requests on one verified connection until it closes or must close.
@@ -239,7 +245,6 @@ async fn handle<D: Io>(
     else {
         return answer(down, cx, &req, 404, "no route").await;
     };
-    let ucfg = &pool.ctx.cfg;
     let rules = &l.cfg.http;
     if let (BodyKind::Length(n), Some(max)) = (req.body, rules.max_body_bytes) {
         if n > max {
@@ -294,91 +299,57 @@ async fn handle<D: Io>(
     );
     out.extend_from_slice(&body_start);
     drop(body_start); // held once, in `out`
-                      // Send the head; a reused connection that fails before any byte of it was
-                      // accepted is retried once on a fresh one.
-    let mut fresh = false;
-    let (lease, out) = loop {
-        let lease = match pool.get(fresh).await {
-            Ok(l) => l,
-            Err(e) => {
-                return upstream_failed(down, cx, &req, e.status(), e.label(), started, None).await
-            }
-        };
-        let (res, o) = match timeout(ucfg.response_timeout, lease.io().write_all(out)).await {
-            Ok(r) => r,
-            Err(_) => {
-                return upstream_failed(down, cx, &req, 504, "write_timeout", started, Some(lease))
-                    .await
-            }
+                      // A request whose bytes are all in `out` and whose method is idempotent
+                      // (RFC 9110 §9.2.2) may be sent twice: it takes a pooled connection without
+                      // the liveness peek (a syscall outside the ring), and if that reused
+                      // connection ends before any byte of the response (the origin closed it
+                      // while idle; the peek has the same race), it is resent once on a fresh one.
+    let retriable = matches!(rest, Rest::Done) && idempotent(&req.method);
+    let mut reuse = if retriable {
+        Reuse::Retriable
+    } else {
+        Reuse::Checked
+    };
+    let mut rest = Some(rest);
+    loop {
+        // Send the head; a reused connection that fails before any byte of it
+        // was accepted is retried once on a fresh one.
+        let (lease, o) = match send(pool, reuse, out).await {
+            Ok(sent) => sent,
+            Err(failure) => return upstream_failed_with(down, cx, &req, started, failure).await,
         };
         out = o;
-        match res {
-            Ok(()) => break (lease, out),
-            Err(_) if lease.reused && !fresh => {
-                fresh = true;
-                continue;
-            }
-            Err(_) => {
-                return upstream_failed(down, cx, &req, 502, "write_failed", started, Some(lease))
-                    .await
-            }
-        }
-    };
-    bufpool::give(out);
-    if let Rest::Stream {
-        kind,
-        decoder,
-        taken,
-    } = rest
-    {
-        // Paced from now, when the upstream connection is held.
-        let pace = Pace::Rate {
-            window: rules.body_timeout,
-            rate: rules.min_body_rate,
-            idle: l.cfg.idle_timeout,
-            limit: rules.max_body_bytes.map(|m| m.saturating_sub(taken)),
-        };
-        let copied = body::copy(
-            down,
-            lease.io(),
+        if let Some(Rest::Stream {
             kind,
             decoder,
-            inbuf,
-            pace,
-            ucfg.response_timeout,
-            Chunks::Rechunk,
-        )
-        .await;
-        match copied {
-            Ok(_) => {}
-            Err(BodyError::DstTimeout) | Err(BodyError::DstIo) => {
-                let kind = "request_body_failed";
-                return upstream_failed(down, cx, &req, 502, kind, started, Some(lease)).await;
+            taken,
+        }) = rest.take()
+        {
+            bufpool::give(std::mem::take(&mut out));
+            return stream_body(
+                down,
+                cx,
+                &req,
+                lease,
+                (kind, decoder, taken),
+                inbuf,
+                started,
+            )
+            .await;
+        }
+        let may_resend = retriable && lease.reused;
+        if !may_resend {
+            bufpool::give(std::mem::take(&mut out));
+        }
+        match respond(down, cx, &req, lease, started, may_resend).await {
+            Next::Stale => {
+                cx.shard.upstream_error("stale_connection_resent");
+                reuse = Reuse::Fresh;
             }
-            Err(BodyError::SrcFraming(why)) => {
-                drop(lease);
-                reject(down, cx, 400, why).await;
-                return Next::Close;
-            }
-            Err(BodyError::SrcTimeout) => {
-                drop(lease);
-                reject(down, cx, 408, "request body too slow").await;
-                return Next::Close;
-            }
-            Err(BodyError::SrcTooLarge) => {
-                drop(lease);
-                reject(down, cx, 413, "request body too large").await;
-                return Next::Close;
-            }
-            Err(_) => {
-                // The partner went away mid-body; what reached the upstream is
-                // counted and logged as nginx does: 499, client closed request.
-                drop(lease);
-                let o = Some(crate::outcome::Outcome::PeerClosed);
-                respond::finish(cx, &req, 499, &ucfg.name, started, 0, o);
-                return Next::Close;
+            next => {
+                bufpool::give(out);
+                return next;
             }
         }
     }
-    respond(down, cx, &req, lease, started).await
 }

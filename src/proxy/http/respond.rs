@@ -35,19 +35,23 @@ async fn read_more(
     }
 }
 
-/// Reads the upstream's response and relays it; decides keep-alive on both sides.
+/// Reads the upstream's response and relays it; decides keep-alive on both
+/// sides. With `may_resend`, a connection that ends before any response byte
+/// is `Next::Stale` (closed here; the caller resends the request).
 pub(super) async fn respond<D: Io>(
     down: &D,
     cx: &ConnCtx<'_>,
     req: &RequestHead,
     lease: Lease,
     started: std::time::Instant,
+    may_resend: bool,
 ) -> Next {
     let l = cx.listener;
     let rt = lease.response_timeout();
     let mut upbuf = bufpool::big();
     let deadline = Instant::now() + rt;
     let is_head = req.method == "HEAD";
+    let mut received = false;
     let resp = loop {
         match head::parse_response(&upbuf, 64 * 1024, is_head) {
             Ok(Some((h, n))) if (100..200).contains(&h.code) && h.code != 101 => {
@@ -78,7 +82,11 @@ pub(super) async fn respond<D: Io>(
             }
         }
         upbuf = match read_more(&lease, upbuf, deadline).await {
-            Ok(b) => b,
+            Ok(b) => {
+                received = true;
+                b
+            }
+            Err((502, _)) if may_resend && !received => return Next::Stale,
             Err((code, kind)) => {
                 return upstream_failed(down, cx, req, code, kind, started, Some(lease)).await
             }
