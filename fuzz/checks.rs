@@ -92,6 +92,7 @@ fn gateway_owned(name: &str) -> bool {
         "true-client-ip",
         "x-original-url",
         "x-rewrite-url",
+        "proxy", // httpoxy: CGI turns it into HTTP_PROXY
     ]
     .contains(&n.as_str())
 }

@@ -167,7 +167,7 @@ pub async fn serve<D: Io>(down: &D, cx: &ConnCtx<'_>) {
             outcome: Some(o),
         })
     };
-    let lease = match pool.get(crate::proxy::upstream::Reuse::Fresh).await {
+    let lease = match pool.get(true).await {
         Ok(l) => l,
         Err(e) => {
             cx.shard.upstream_error(e.label());

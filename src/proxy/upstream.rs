@@ -27,17 +27,13 @@ impl UpConn {
     }
 
     /// An idle pooled connection is usable only if the origin has neither closed
-    /// it nor sent anything: no decrypted bytes wait in rustls, and (with
-    /// `peek`) a non-blocking peek finds no data yet. The peek is a syscall
-    /// outside the ring; a request that can be retried skips it (see `get`).
-    fn looks_alive(&self, peek: bool) -> bool {
+    /// it nor sent anything: no decrypted bytes wait in rustls, and a
+    /// non-blocking peek finds no data yet.
+    fn looks_alive(&self) -> bool {
         if let UpConn::Tls(t) = self {
             if t.has_buffered_plaintext() {
                 return false;
             }
-        }
-        if !peek {
-            return true;
         }
         let mut b = [0u8; 1];
         // SAFETY: fd is a valid open socket owned by `self`; `b` is a live 1-byte buffer.
@@ -161,17 +157,6 @@ pub async fn connect(ctx: &Upstream, start: usize) -> Result<UpConn, UpError> {
     Err(last)
 }
 
-/// How `Pool::get` may hand out an idle connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// After a liveness peek (the request can't be sent twice).
-    Checked,
-    /// Without the peek: the request is resent if the connection was stale.
-    Retriable,
-    /// A new connection only.
-    Fresh,
-}
-
 /// Idle connections and a count of all open ones, for one upstream on one worker.
 pub struct Pool {
     pub ctx: Arc<Upstream>,
@@ -255,17 +240,13 @@ impl Pool {
     }
 
     /// A live idle connection, or a new one if the pool has room; otherwise waits
-    /// up to `connect_timeout` for one to be freed. `Reuse::Retriable`: the
-    /// caller resends the request on a fresh connection if a reused one ends
-    /// before any response byte (an origin's idle close), so it skips the
-    /// liveness peek; `Reuse::Checked` peeks first; `Reuse::Fresh` never reuses.
-    pub async fn get(self: &Rc<Self>, reuse: Reuse) -> Result<Lease, UpError> {
-        let fresh = reuse == Reuse::Fresh;
+    /// up to `connect_timeout` for one to be freed.
+    pub async fn get(self: &Rc<Self>, fresh: bool) -> Result<Lease, UpError> {
         let wait_until = Instant::now() + self.ctx.cfg.connect_timeout;
         loop {
             if !fresh {
                 while let Some(c) = self.idle.borrow_mut().pop() {
-                    if c.looks_alive(reuse == Reuse::Checked) {
+                    if c.looks_alive() {
                         return Ok(Lease {
                             pool: self.clone(),
                             conn: Some(c),
