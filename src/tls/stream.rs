@@ -271,13 +271,20 @@ where
     /// Encrypts and sends all of `buf`.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let mut off = 0;
+        let mut took_nothing = false;
         while off < buf.len() {
             let end = (off + bufpool::BIG).min(buf.len());
-            let r = self.conn.borrow_mut().writer().write_all(&buf[off..end]);
-            if let Err(e) = r {
-                return (Err(e), buf);
+            // rustls takes what fits its outgoing limit, less when records it
+            // queued itself wait (a KeyUpdate answer): flush, then the rest.
+            let n = match self.conn.borrow_mut().writer().write(&buf[off..end]) {
+                Ok(n) => n,
+                Err(e) => return (Err(e), buf),
+            };
+            if n == 0 && took_nothing {
+                return (Err(io::ErrorKind::WriteZero.into()), buf);
             }
-            off = end;
+            took_nothing = n == 0;
+            off += n;
             if let Err(e) = self.flush().await {
                 return (Err(e), buf);
             }

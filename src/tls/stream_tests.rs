@@ -139,12 +139,14 @@ fn pair(seed: u64, max_read: usize) -> (Client, Server) {
     (TlsStream::new(c_end, c), TlsStream::new(s_end, s))
 }
 
+/// Runs a test's exchange; a driver that stalls fails the test instead of hanging it.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime") // ok: test set-up
-        .block_on(f)
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(30), f).await })
+        .expect("the exchange stalled") // ok: test assertion
 }
 
 /// Reads until `want` bytes arrived (or end of stream).
@@ -201,6 +203,27 @@ fn handshake_and_data_both_ways_survive_reads_of_any_size() {
             assert!(got == down, "seed {seed}: response bytes differ");
         });
     }
+}
+
+#[test]
+fn a_large_write_after_the_peer_asked_for_a_key_update_is_sent_whole() {
+    let (client, server) = pair(16, 9000);
+    block_on(async {
+        let (c, s) = tokio::join!(client.handshake(), server.handshake());
+        assert!(c.is_ok() && s.is_ok());
+        // The client updates its keys and asks the server to do the same: the
+        // server's answer waits in rustls until the server next writes.
+        assert!(client.with_conn(|c| c.refresh_traffic_keys()).is_ok());
+        assert!(client.write_all(b"ping".to_vec()).await.0.is_ok());
+        assert_eq!(read_exactly(&server, 4).await, b"ping");
+        let big = payload(200 * 1024 + 5, 5);
+        let (w, got) = tokio::join!(
+            server.write_all(big.clone()),
+            read_exactly(&client, big.len())
+        );
+        assert!(w.0.is_ok(), "{:?}", w.0);
+        assert!(got == big, "response bytes differ after the key update");
+    });
 }
 
 #[test]
