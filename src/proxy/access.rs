@@ -127,7 +127,7 @@ impl AccessLog {
         }
         let written = match &mut *self.sink.borrow_mut() {
             Sink::File(f) => f.write_all(&buf),
-            Sink::Stderr => std::io::stderr().lock().write_all(&buf),
+            Sink::Stderr => write_lines(&mut std::io::stderr().lock(), &buf),
         };
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write the access log; lines dropped");
@@ -145,6 +145,28 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// Writes whole lines in pieces of at most `PIPE_BUF` (4 KiB) where it can: a
+/// pipe or journald's stream socket may be shared with another process (an
+/// upgrade's predecessor), and only writes that small are never interleaved.
+fn write_lines(w: &mut impl Write, mut buf: &[u8]) -> std::io::Result<()> {
+    const PIECE: usize = 4096;
+    while !buf.is_empty() {
+        let window = &buf[..buf.len().min(PIECE)];
+        // Up to the last line end in the window; a longer line goes whole.
+        let cut = match window.iter().rposition(|&b| b == b'\n') {
+            Some(i) if buf.len() > PIECE => i + 1,
+            _ if buf.len() <= PIECE => buf.len(),
+            _ => buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(buf.len(), |i| i + 1),
+        };
+        w.write_all(&buf[..cut])?;
+        buf = &buf[cut..];
+    }
+    Ok(())
 }
 
 /// A JSON line, in the order the README lists its fields.
@@ -179,5 +201,45 @@ impl serde::Serialize for Rfc3339 {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_lines;
+
+    /// Records each write it is given.
+    struct Writes(Vec<Vec<u8>>);
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_whole_lines_of_at_most_4_kib_unless_a_line_is_longer() {
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            batch.extend_from_slice(format!("line {i} {}\n", "x".repeat(i % 90)).as_bytes());
+        }
+        let long = format!("{}\n", "y".repeat(9000));
+        batch.extend_from_slice(long.as_bytes());
+        batch.extend_from_slice(b"last\n");
+        let mut w = Writes(Vec::new());
+        assert!(write_lines(&mut w, &batch).is_ok());
+        assert_eq!(w.0.concat(), batch, "nothing lost, nothing reordered");
+        for piece in &w.0 {
+            assert!(piece.ends_with(b"\n"), "each write ends a line");
+            assert!(
+                piece.len() <= 4096 || piece == long.as_bytes(),
+                "{}",
+                piece.len()
+            );
+        }
     }
 }
