@@ -1,6 +1,5 @@
 //! Sending a request upstream: the head and buffered body on a pooled or new
-//! connection (with the resend rule for idempotent requests), or a streamed
-//! body followed by the response.
+//! connection, or a streamed body followed by the response.
 
 use super::body::{self, BodyError, Chunks, Pace};
 use super::chunked::ChunkedDecoder;
@@ -8,7 +7,7 @@ use super::head::{BodyKind, RequestHead};
 use super::respond::{self, respond, upstream_failed};
 use super::{reject, Next};
 use crate::proxy::io::Io;
-use crate::proxy::upstream::{Lease, Pool, Reuse};
+use crate::proxy::upstream::{Lease, Pool};
 use crate::proxy::ConnCtx;
 use std::rc::Rc;
 use tokio::time::timeout;
@@ -28,12 +27,12 @@ pub(super) type SendFailure = (u16, &'static str, Option<Lease>);
 /// Sends the request head (and buffered body) on a pooled or new connection.
 pub(super) async fn send(
     pool: &Rc<Pool>,
-    mut reuse: Reuse,
+    mut fresh: bool,
     mut out: Vec<u8>,
 ) -> Result<(Lease, Vec<u8>), SendFailure> {
     let response_timeout = pool.ctx.cfg.response_timeout;
     loop {
-        let lease = match pool.get(reuse).await {
+        let lease = match pool.get(fresh).await {
             Ok(l) => l,
             Err(e) => return Err((e.status(), e.label(), None)),
         };
@@ -44,7 +43,7 @@ pub(super) async fn send(
         out = o;
         match res {
             Ok(()) => return Ok((lease, out)),
-            Err(_) if lease.reused && reuse != Reuse::Fresh => reuse = Reuse::Fresh,
+            Err(_) if lease.reused && !fresh => fresh = true,
             Err(_) => return Err((502, "write_failed", Some(lease))),
         }
     }

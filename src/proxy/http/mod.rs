@@ -13,7 +13,6 @@ mod routing;
 mod write;
 
 use super::io::{self as pio, Io};
-use super::upstream::Reuse;
 use super::{ConnCtx, Drain};
 use crate::authz::Decision;
 use crate::bufpool;
@@ -300,21 +299,17 @@ async fn handle<D: Io>(
     out.extend_from_slice(&body_start);
     drop(body_start); // held once, in `out`
                       // A request whose bytes are all in `out` and whose method is idempotent
-                      // (RFC 9110 §9.2.2) may be sent twice: it takes a pooled connection without
-                      // the liveness peek (a syscall outside the ring), and if that reused
-                      // connection ends before any byte of the response (the origin closed it
-                      // while idle; the peek has the same race), it is resent once on a fresh one.
+                      // (RFC 9110 §9.2.2) may be sent twice: if the pooled connection it went out
+                      // on ends before any byte of the response (the origin closed it while the
+                      // request was on its way: a race the liveness peek can't see), it is resent
+                      // once on a fresh connection.
     let retriable = matches!(rest, Rest::Done) && idempotent(&req.method);
-    let mut reuse = if retriable {
-        Reuse::Retriable
-    } else {
-        Reuse::Checked
-    };
+    let mut fresh = false;
     let mut rest = Some(rest);
     loop {
         // Send the head; a reused connection that fails before any byte of it
         // was accepted is retried once on a fresh one.
-        let (lease, o) = match send(pool, reuse, out).await {
+        let (lease, o) = match send(pool, fresh, out).await {
             Ok(sent) => sent,
             Err(failure) => return upstream_failed_with(down, cx, &req, started, failure).await,
         };
@@ -344,7 +339,7 @@ async fn handle<D: Io>(
         match respond(down, cx, &req, lease, started, may_resend).await {
             Next::Stale => {
                 cx.shard.upstream_error("stale_connection_resent");
-                reuse = Reuse::Fresh;
+                fresh = true;
             }
             next => {
                 bufpool::give(out);
