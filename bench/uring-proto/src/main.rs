@@ -105,6 +105,20 @@ fn push(ring: &mut IoUring, e: squeue::Entry) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The multishot recv of connection `fd`, drawing on the buffer ring.
+fn recv_multi(fd: i32) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(fd), BGID)
+        .build()
+        .user_data(tag(RECV, fd))
+}
+
+/// A single-shot recv of connection `fd` into its own buffer.
+fn recv_into(fd: i32, b: &mut [u8; BUF]) -> squeue::Entry {
+    opcode::Recv::new(types::Fd(fd), b.as_mut_ptr(), BUF as u32)
+        .build()
+        .user_data(tag(RECV, fd))
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (multishot, addr) = match &args[..] {
@@ -158,20 +172,10 @@ fn main() -> std::io::Result<()> {
                             )
                         };
                         if multishot {
-                            push(
-                                &mut ring,
-                                opcode::RecvMulti::new(types::Fd(s), BGID)
-                                    .build()
-                                    .user_data(tag(RECV, s)),
-                            )?;
+                            push(&mut ring, recv_multi(s))?;
                         } else {
                             let b = own.entry(s).or_insert_with(|| Box::new([0; BUF]));
-                            push(
-                                &mut ring,
-                                opcode::Recv::new(types::Fd(s), b.as_mut_ptr(), BUF as u32)
-                                    .build()
-                                    .user_data(tag(RECV, s)),
-                            )?;
+                            push(&mut ring, recv_into(s, b))?;
                         }
                     }
                     if !multishot || !cqueue::more(c.flags()) {
@@ -183,12 +187,7 @@ fn main() -> std::io::Result<()> {
                     if res <= 0 {
                         if res == -libc::ENOBUFS {
                             // Every provided buffer is in use: re-arm and try again.
-                            push(
-                                &mut ring,
-                                opcode::RecvMulti::new(types::Fd(fd), BGID)
-                                    .build()
-                                    .user_data(tag(RECV, fd)),
-                            )?;
+                            push(&mut ring, recv_multi(fd))?;
                             continue;
                         }
                         own.remove(&fd);
@@ -228,22 +227,12 @@ fn main() -> std::io::Result<()> {
                     }
                     if multishot {
                         if !cqueue::more(c.flags()) {
-                            push(
-                                &mut ring,
-                                opcode::RecvMulti::new(types::Fd(fd), BGID)
-                                    .build()
-                                    .user_data(tag(RECV, fd)),
-                            )?;
+                            push(&mut ring, recv_multi(fd))?;
                         }
                     } else if requests == 0 {
                         // Not a whole request yet: read again (the prototype's client sends whole ones).
                         if let Some(b) = own.get_mut(&fd) {
-                            push(
-                                &mut ring,
-                                opcode::Recv::new(types::Fd(fd), b.as_mut_ptr(), BUF as u32)
-                                    .build()
-                                    .user_data(tag(RECV, fd)),
-                            )?;
+                            push(&mut ring, recv_into(fd, b))?;
                         }
                     }
                 }
@@ -255,12 +244,7 @@ fn main() -> std::io::Result<()> {
                     });
                     if !multishot && res > 0 && left == Some(0) {
                         if let Some(b) = own.get_mut(&fd) {
-                            push(
-                                &mut ring,
-                                opcode::Recv::new(types::Fd(fd), b.as_mut_ptr(), BUF as u32)
-                                    .build()
-                                    .user_data(tag(RECV, fd)),
-                            )?;
+                            push(&mut ring, recv_into(fd, b))?;
                         }
                     }
                 }
