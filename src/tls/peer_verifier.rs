@@ -9,6 +9,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 use rustls::{Error, SignatureScheme};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 use x509_parser::prelude::FromDer;
 
@@ -17,6 +18,33 @@ thread_local! {
     /// one (see `attribute`); taken by `stream` right after the rustls call
     /// that refused, before any other connection's handshake runs.
     static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+thread_local! {
+    /// Leaves whose names passed `identity::check_der` on this thread, so a
+    /// partner reconnecting with its certificate is not parsed again on every
+    /// full handshake (≈ 8 µs each). Only chains the CA vouches for get here.
+    static CHECKED: RefCell<HashSet<Box<[u8]>>> = RefCell::new(HashSet::new());
+}
+
+/// Bounds `CHECKED` (≈ 1 MiB per worker of typical leaves); full, it starts over.
+const CHECKED_MAX: usize = 1024;
+
+/// `identity::check_der`, remembered per leaf for the ones that pass (the
+/// verdict depends on the certificate's bytes alone).
+fn check_identity(der: &[u8]) -> Result<(), IdentityError> {
+    if CHECKED.with(|c| c.borrow().contains(der)) {
+        return Ok(());
+    }
+    identity::check_der(der)?;
+    CHECKED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CHECKED_MAX {
+            c.clear();
+        }
+        c.insert(der.into());
+    });
+    Ok(())
 }
 
 /// The refused partner the last verification on this thread named, if any.
@@ -109,7 +137,7 @@ impl ClientCertVerifier for PeerVerifier {
         // Only a chain the CA vouches for gets this far, so a stranger can't make
         // us parse arbitrary DER. Checked only: the identity itself is built once
         // per chain after the handshake (`verified`), where it is kept.
-        identity::check_der(end_entity).map_err(refused)?;
+        check_identity(end_entity).map_err(refused)?;
         Ok(ok)
     }
     fn verify_tls12_signature(
@@ -130,5 +158,31 @@ impl ClientCertVerifier for PeerVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_identity;
+    use crate::demo::pki::{Ca, ClientSpec};
+
+    #[test]
+    fn a_leaf_whose_names_fail_is_refused_every_time_and_a_good_one_is_remembered() {
+        let ca = Ca::new("check CA").expect("test CA"); // ok: test set-up
+        let good = ca
+            .client(&ClientSpec::named("Good Partner").uri("spiffe://partner.example/good"))
+            .expect("good leaf"); // ok: test set-up
+        let bad = ca
+            .client(&ClientSpec::named("Bad\r\nX-Injected: 1"))
+            .expect("bad leaf"); // ok: test set-up
+        for _ in 0..3 {
+            assert!(
+                check_identity(&bad.der).is_err(),
+                "a refusal is never cached"
+            );
+            assert!(check_identity(&good.der).is_ok());
+        }
+        assert!(super::CHECKED.with(|c| c.borrow().contains(&good.der[..])));
+        assert!(!super::CHECKED.with(|c| c.borrow().contains(&bad.der[..])));
     }
 }
