@@ -29,6 +29,8 @@ impl Drop for Slot {
 pub struct Admin {
     fd: std::os::fd::RawFd,
     closed: Arc<AtomicBool>,
+    /// Client threads still running (answers being written).
+    busy: Arc<AtomicUsize>,
 }
 
 impl Admin {
@@ -39,6 +41,15 @@ impl Admin {
         // shutdown(2) only wakes the blocked accept.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
     }
+
+    /// Waits (at most `limit`) for the answers in flight to be written: the
+    /// process must not exit under `mtlsgate upgrade` before it hears "done".
+    pub fn wait_idle(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.busy.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<Admin> {
@@ -47,6 +58,7 @@ pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<A
     let admin = Admin {
         fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
         closed: closed.clone(),
+        busy: busy.clone(),
     };
     std::thread::Builder::new()
         .name("mtlsgate-admin".into())

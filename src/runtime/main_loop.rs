@@ -216,6 +216,11 @@ impl MainLoop {
                 }
             }
         }
+        if let Some(a) = &self.admin {
+            // An answer still being written (the upgrade's "done", a reload's
+            // outcome) is not cut off by the exit.
+            a.wait_idle(Duration::from_secs(2));
+        }
         match end {
             End::Handover => tracing::info!("stopped: the new process serves"),
             End::Stop => tracing::info!("stopped"),
