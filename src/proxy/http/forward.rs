@@ -24,7 +24,8 @@ pub(super) fn idempotent(method: &str) -> bool {
 /// Why sending the request head upstream failed: status, label, lease.
 pub(super) type SendFailure = (u16, &'static str, Option<Lease>);
 
-/// Sends the request head (and buffered body) on a pooled or new connection.
+/// Sends the request head (and buffered body) on a pooled or new connection;
+/// a reused connection whose write fails is replaced by a fresh one, once.
 pub(super) async fn send(
     pool: &Rc<Pool>,
     mut fresh: bool,
@@ -47,16 +48,6 @@ pub(super) async fn send(
             Err(_) => return Err((502, "write_failed", Some(lease))),
         }
     }
-}
-
-pub(super) async fn upstream_failed_with<D: Io>(
-    down: &D,
-    cx: &ConnCtx<'_>,
-    req: &RequestHead,
-    started: std::time::Instant,
-    (code, kind, lease): SendFailure,
-) -> Next {
-    upstream_failed(down, cx, req, code, kind, started, lease).await
 }
 
 /// Streams the rest of a request body to the upstream, then relays the response.

@@ -17,10 +17,10 @@ use super::{ConnCtx, Drain};
 use crate::authz::Decision;
 use crate::bufpool;
 use body::BodyError;
-use forward::{idempotent, send, stream_body, upstream_failed_with};
+use forward::{idempotent, send, stream_body};
 use head::{BodyKind, RequestHead, RequestRules};
 use request_body::Rest;
-use respond::respond;
+use respond::{respond, upstream_failed};
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// How a request ended for the downstream connection.
@@ -298,51 +298,44 @@ async fn handle<D: Io>(
     );
     out.extend_from_slice(&body_start);
     drop(body_start); // held once, in `out`
-                      // A request whose bytes are all in `out` and whose method is idempotent
-                      // (RFC 9110 §9.2.2) may be sent twice: if the pooled connection it went out
-                      // on ends before any byte of the response (the origin closed it while the
-                      // request was on its way: a race the liveness peek can't see), it is resent
-                      // once on a fresh connection.
+
+    // A request whose bytes are all in `out` and whose method is idempotent
+    // (RFC 9110 §9.2.2) may be sent twice: if the pooled connection it went out
+    // on ends before any byte of the response (the origin closed it while the
+    // request was on its way: a race the liveness peek can't see), it is resent
+    // once on a fresh connection.
     let retriable = matches!(rest, Rest::Done) && idempotent(&req.method);
     let mut fresh = false;
     let mut rest = Some(rest);
     loop {
-        // Send the head; a reused connection that fails before any byte of it
-        // was accepted is retried once on a fresh one.
-        let (lease, o) = match send(pool, fresh, out).await {
-            Ok(sent) => sent,
-            Err(failure) => return upstream_failed_with(down, cx, &req, started, failure).await,
+        let (lease, sent) = match send(pool, fresh, out).await {
+            Ok(ok) => ok,
+            Err((code, kind, lease)) => {
+                return upstream_failed(down, cx, &req, code, kind, started, lease).await
+            }
         };
-        out = o;
         if let Some(Rest::Stream {
             kind,
             decoder,
             taken,
         }) = rest.take()
         {
-            bufpool::give(std::mem::take(&mut out));
-            return stream_body(
-                down,
-                cx,
-                &req,
-                lease,
-                (kind, decoder, taken),
-                inbuf,
-                started,
-            )
-            .await;
+            bufpool::give(sent);
+            let body = (kind, decoder, taken);
+            return stream_body(down, cx, &req, lease, body, inbuf, started).await;
         }
-        let may_resend = retriable && lease.reused;
-        if !may_resend {
-            bufpool::give(std::mem::take(&mut out));
+        if !(retriable && lease.reused) {
+            bufpool::give(sent);
+            return respond(down, cx, &req, lease, started, false).await;
         }
-        match respond(down, cx, &req, lease, started, may_resend).await {
+        match respond(down, cx, &req, lease, started, true).await {
             Next::Stale => {
                 cx.shard.upstream_error("stale_connection_resent");
                 fresh = true;
+                out = sent; // the same bytes, on a new connection
             }
             next => {
-                bufpool::give(out);
+                bufpool::give(sent);
                 return next;
             }
         }
