@@ -69,6 +69,7 @@ pub fn give(mut v: Vec<u8>) {
 }
 
 /// How many free (small, big, out) buffers this thread's pool holds.
+#[cfg(test)]
 pub fn free() -> (usize, usize, usize) {
     POOL.try_with(|p| {
         let p = p.borrow();

@@ -19,20 +19,28 @@ fn with_access_log(pki: &Pki, text: &str) -> (common::Gateway, std::path::PathBu
     (common::start(&pki.dir, &text), log)
 }
 
-/// The access log's lines, once it holds `n` (it is flushed every 100 ms).
-fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+/// Calls `f` every 50 ms until it says done (or 10 s passed); its last value.
+fn poll<T>(mut f: impl FnMut() -> (bool, T)) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        let (done, v) = f();
+        if done || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The access log's lines, once it holds `n` (it is flushed every 100 ms).
+fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    poll(|| {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let v: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        if v.len() >= n || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (v.len() >= n, v)
+    })
 }
 
 #[test]
@@ -153,14 +161,10 @@ fn a_request_the_partner_abandons_mid_body_is_counted_and_logged_as_499() {
 
 /// The process log's text, once `needle` shows up in it (lines are buffered up to 100 ms).
 fn wait_logs(gw: &common::Gateway, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(|| {
         let text = gw.logs();
-        if text.contains(needle) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (text.contains(needle), text)
+    })
 }
 
 #[test]
