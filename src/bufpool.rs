@@ -17,6 +17,8 @@ pub const SMALL: usize = 1024;
 pub const BIG: usize = 64 * 1024;
 /// Outgoing ciphertext of up to `BIG` plaintext bytes with its records'
 /// framing, so one flush is one socket write (not 32 KiB and a 44-byte tail).
+/// rustls encrypts into an initialised slice, so these buffers are kept at
+/// full length (zeroed once, when first allocated), never cleared.
 pub const OUT: usize = BIG + 2048;
 /// How many free buffers of each size a worker keeps (bounds what a burst
 /// leaves behind: 512 KiB of small, 4 MiB each of big and out ones).
@@ -43,16 +45,23 @@ pub fn big() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(BIG))
 }
 
-/// An empty buffer with capacity `OUT` (TLS records on their way out).
+/// A buffer of `OUT` initialised bytes (TLS records on their way out; the
+/// writer tracks how much of it it filled).
 pub fn out() -> Vec<u8> {
     POOL.with(|p| p.borrow_mut().2.pop())
-        .unwrap_or_else(|| Vec::with_capacity(OUT))
+        .unwrap_or_else(|| vec![0; OUT])
 }
 
-/// Returns a buffer to the pool (cleared); odd sizes are dropped.
+/// Returns a buffer to the pool (cleared, out buffers kept at full length);
+/// odd sizes are dropped.
 pub fn give(mut v: Vec<u8>) {
-    v.clear();
     let cap = v.capacity();
+    if cap == OUT {
+        // Only a buffer someone shortened costs a fill here.
+        v.resize(OUT, 0);
+    } else {
+        v.clear();
+    }
     // try_with: a buffer dropped while the thread exits is just freed.
     let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
@@ -94,6 +103,16 @@ impl Pooled {
 
     pub fn out() -> Pooled {
         Pooled(out())
+    }
+
+    /// An empty buffer of at least `cap` bytes: a big one when that is enough,
+    /// else one of its own (freed, not pooled, when dropped).
+    pub fn at_least(cap: usize) -> Pooled {
+        if cap <= BIG {
+            Pooled(big())
+        } else {
+            Pooled(Vec::with_capacity(cap))
+        }
     }
 }
 

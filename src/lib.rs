@@ -4,7 +4,7 @@
 //!  partner ──TCP──▶ worker N (pinned core, own tokio-uring ring, own SO_REUSEPORT socket)
 //!                    │ accept (io_uring)
 //!                    ▼
-//!                  tls: rustls ServerConnection driven over owned buffers (tls::stream)
+//!                  tls: rustls unbuffered connections driven over owned buffers (tls::stream)
 //!                    │   handshake timed → per-worker HDR histogram
 //!                    ▼
 //!                  identity: verified leaf → PeerId

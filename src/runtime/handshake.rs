@@ -209,8 +209,15 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     }
     // The re-verification of a resumed chain is the gateway's own work too.
     let t = Instant::now();
-    let checked =
-        tls.with_conn(|c| tls::session(c, &live.state.tls, &mut live.state.verified.borrow_mut()));
+    let sni = tls.server_name();
+    let checked = tls.with_conn(|c| {
+        tls::session(
+            c,
+            sni,
+            &live.state.tls,
+            &mut live.state.verified.borrow_mut(),
+        )
+    });
     let check_cpu = t.elapsed();
     let info = match checked {
         Ok(s) => s,

@@ -24,7 +24,10 @@ impl UpstreamTls {
         &self,
         tcp: tokio_uring::net::TcpStream,
     ) -> Result<super::ClientStream, rustls::Error> {
-        let conn = rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())?;
+        let conn = rustls::client::UnbufferedClientConnection::new(
+            self.config.clone(),
+            self.server_name.clone(),
+        )?;
         Ok(super::TlsStream::new(tcp, conn))
     }
 }

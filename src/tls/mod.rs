@@ -2,6 +2,7 @@
 //! rustls connections (`stream`). Nothing else in the gateway calls rustls.
 
 pub mod client;
+mod engine;
 pub mod material;
 pub mod peer_verifier;
 pub mod server;
@@ -13,9 +14,9 @@ pub mod verified;
 pub use stream::{TlsError, TlsStream};
 
 /// A partner's TLS connection, as the rest of the gateway names it.
-pub type ServerStream = TlsStream<ServerConnection>;
+pub type ServerStream = TlsStream<UnbufferedServerConnection>;
 /// An origin's TLS connection.
-pub type ClientStream = TlsStream<rustls::ClientConnection>;
+pub type ClientStream = TlsStream<rustls::client::UnbufferedClientConnection>;
 /// A listener's server config on one worker.
 pub type ServerConfig = std::sync::Arc<rustls::ServerConfig>;
 
@@ -24,13 +25,14 @@ pub fn accept(
     tcp: tokio_uring::net::TcpStream,
     config: ServerConfig,
 ) -> Result<ServerStream, String> {
-    let conn =
-        ServerConnection::new(config).map_err(|e| format!("cannot create TLS connection: {e}"))?;
+    let conn = UnbufferedServerConnection::new(config)
+        .map_err(|e| format!("cannot create TLS connection: {e}"))?;
     Ok(TlsStream::new(tcp, conn))
 }
 
 use crate::outcome::Outcome;
-use rustls::{CertificateError, Error, HandshakeKind, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::{CertificateError, CommonState, Error, HandshakeKind};
 use server::ListenerTls;
 use std::rc::Rc;
 use verified::{Verified, VerifiedCache};
@@ -104,7 +106,7 @@ pub struct HandshakeInfo {
 }
 
 /// Version and group of a (possibly failed) handshake, as far as it got.
-pub fn version_group(conn: &ServerConnection) -> (&'static str, &'static str) {
+pub fn version_group(conn: &CommonState) -> (&'static str, &'static str) {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
@@ -125,9 +127,11 @@ pub fn version_group(conn: &ServerConnection) -> (&'static str, &'static str) {
 /// Reads the outcome of a completed handshake. For a resumed one the restored
 /// client chain is verified again (expiry, CRL; see `verified`): rustls does
 /// not re-verify it, and a partner revoked or expired since must not slip in.
-/// The error names the partner when the chain gives one.
+/// The error names the partner when the chain gives one. `sni` is the name
+/// the client sent (`TlsStream::server_name`).
 pub fn session(
-    conn: &ServerConnection,
+    conn: &CommonState,
+    sni: Option<String>,
     tls: &ListenerTls,
     cache: &mut VerifiedCache,
 ) -> Result<HandshakeInfo, (Outcome, Option<String>, Kind)> {
@@ -167,6 +171,6 @@ pub fn session(
             .negotiated_cipher_suite()
             .and_then(|c| c.suite().as_str()),
         peer,
-        sni: conn.server_name().map(str::to_string),
+        sni,
     })
 }

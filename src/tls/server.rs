@@ -63,8 +63,21 @@ fn sni_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+thread_local! {
+    /// The SNI of the ClientHello this thread resolved last: rustls's
+    /// unbuffered connection does not expose it, so the TLS driver takes it
+    /// right after the step that ran the resolver.
+    static SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The SNI noted by the last resolve on this thread, if not taken yet.
+pub fn take_sni() -> Option<String> {
+    SNI.with(|s| s.borrow_mut().take())
+}
+
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        SNI.with(|s| *s.borrow_mut() = hello.server_name().map(str::to_string));
         let schemes = hello.signature_schemes();
         let named: Vec<&Entry> = match hello.server_name() {
             Some(name) => self
