@@ -107,8 +107,9 @@ pub struct Engine<C> {
     incoming: Option<Pooled>,
     /// Bumped whenever `incoming` changes, so a read that copied it can tell.
     generation: u64,
-    /// Decrypted bytes that did not fit the reader's buffer.
+    /// Decrypted bytes that did not fit the reader's buffer, from `plain_at`.
     plain: Vec<u8>,
+    plain_at: usize,
     pub peer_closed: bool,
     /// A connection that failed stays failed (rustls would say so too).
     failed: Option<Error>,
@@ -121,6 +122,7 @@ impl<C: Side> Engine<C> {
             incoming: None,
             generation: 0,
             plain: Vec::new(),
+            plain_at: 0,
             peer_closed: false,
             failed: None,
         }
@@ -128,20 +130,22 @@ impl<C: Side> Engine<C> {
 
     /// Whether anything received waits here (decrypted, or an incomplete record).
     pub fn holds_data(&self) -> bool {
-        !self.plain.is_empty() || self.incoming.is_some()
+        self.has_plain() || self.incoming.is_some()
     }
 
     pub fn has_plain(&self) -> bool {
-        !self.plain.is_empty()
+        self.plain_at < self.plain.len()
     }
 
     /// Moves decrypted bytes into `buf`'s spare capacity; how many.
     pub fn take_plain(&mut self, buf: &mut Vec<u8>) -> usize {
-        let n = self.plain.len().min(buf.capacity() - buf.len());
-        buf.extend_from_slice(&self.plain[..n]);
-        self.plain.drain(..n);
-        if self.plain.is_empty() {
+        let rest = &self.plain[self.plain_at..];
+        let n = rest.len().min(buf.capacity() - buf.len());
+        buf.extend_from_slice(&rest[..n]);
+        self.plain_at += n;
+        if self.plain_at == self.plain.len() {
             self.plain = Vec::new(); // an idle connection keeps no plaintext buffer
+            self.plain_at = 0;
         }
         n
     }
@@ -150,14 +154,22 @@ impl<C: Side> Engine<C> {
     /// original stays for steps taken while the read is pending) and room
     /// after it. Returns the buffer, how many bytes were copied, and the
     /// generation to hand back to `received`.
-    pub fn read_buffer(&self, big: bool) -> Result<(Pooled, usize, u64), Error> {
+    pub fn read_buffer(&mut self, big: bool) -> Result<(Pooled, usize, u64), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let pending = self.incoming.as_ref().map_or(0, |b| b.len());
         if pending > MAX_PENDING {
-            return Err(Error::InvalidMessage(InvalidMessage::MessageTooLarge));
+            let e = Error::InvalidMessage(InvalidMessage::MessageTooLarge);
+            self.fail(e.clone(), &mut Out::default());
+            return Err(e);
         }
-        let mut buf = match (pending, big) {
-            (0, false) => Pooled::small(),
-            _ => Pooled::at_least(pending + bufpool::SMALL),
+        // A few pending bytes (a partner that stalls mid-record) don't earn a
+        // big buffer; a stream in flight (`big`) or a long record does.
+        let mut buf = if !big && pending <= bufpool::SMALL / 2 {
+            Pooled::small()
+        } else {
+            Pooled::at_least(pending + bufpool::SMALL)
         };
         if let Some(p) = &self.incoming {
             buf.extend_from_slice(p);
@@ -305,6 +317,7 @@ impl<C: Side> Engine<C> {
         self.generation += 1;
         self.incoming = None;
         self.plain = Vec::new();
+        self.plain_at = 0;
     }
 }
 

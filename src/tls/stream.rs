@@ -62,7 +62,14 @@ fn invalid(e: rustls::Error) -> io::Error {
 pub struct TlsStream<C, T = TcpStream> {
     tcp: T,
     engine: RefCell<Engine<C>>,
+    /// Records encoded and not yet written. One queue for both directions:
+    /// a record the reader's step produced (an alert) takes its sequence
+    /// number then, so it must go out before anything encrypted after it.
+    queued: RefCell<Out>,
+    /// Taken by whoever writes `queued` out, so writes never interleave.
     write_lock: tokio::sync::Mutex<()>,
+    /// We sent close_notify: nothing more may be encrypted.
+    write_closed: Cell<bool>,
     /// The last read filled its buffer: the next one uses a big buffer.
     want_big: Cell<bool>,
     /// Time spent in rustls during the handshake (processing received
@@ -80,7 +87,9 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         TlsStream {
             tcp,
             engine: RefCell::new(Engine::new(conn)),
+            queued: RefCell::new(Out::default()),
             write_lock: tokio::sync::Mutex::new(()),
+            write_closed: Cell::new(false),
             want_big: Cell::new(false),
             cpu: Cell::new(Duration::ZERO),
             refused: RefCell::new(None),
@@ -120,13 +129,9 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
     /// One engine step; during the handshake its time is the gateway's CPU,
     /// and what the verifier and resolver noted is taken now, before any
     /// other connection's handshake runs on this thread.
-    fn step(
-        &self,
-        out: &mut Out,
-        sink: Option<&mut Vec<u8>>,
-        act: Act<'_>,
-    ) -> Result<Step, rustls::Error> {
+    fn step(&self, sink: Option<&mut Vec<u8>>, act: Act<'_>) -> Result<Step, rustls::Error> {
         let mut e = self.engine.borrow_mut();
+        let out = &mut *self.queued.borrow_mut();
         if !e.conn.is_handshaking() {
             return e.step(out, sink, act);
         }
@@ -144,22 +149,30 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         r
     }
 
-    /// Writes what a step encoded (records never interleave: one writer at a time).
-    async fn send(&self, mut out: Out) -> io::Result<()> {
-        if let Some((buf, len)) = out.take() {
-            let _guard = self.write_lock.lock().await;
-            self.tcp.write_all(buf, len).await.0?;
+    /// Writes the queued records, if any.
+    async fn send(&self) -> io::Result<()> {
+        if self.queued.borrow().is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let _guard = self.write_lock.lock().await;
+        self.write_queued().await
+    }
+
+    /// `send` for a caller that holds the write lock already.
+    async fn write_queued(&self) -> io::Result<()> {
+        let taken = self.queued.borrow_mut().take();
+        match taken {
+            Some((b, len)) => self.tcp.write_all(b, len).await.0,
+            None => Ok(()),
+        }
     }
 
     /// Drives the handshake to completion, flushing the server's last flight
     /// (and TLS 1.3 tickets). On a TLS error the alert rustls queued is sent.
     pub async fn handshake(&self) -> Result<(), TlsError> {
         loop {
-            let mut out = Out::default();
-            let r = self.step(&mut out, None, Act::Nothing);
-            let sent = self.send(out).await;
+            let r = self.step(None, Act::Nothing);
+            let sent = self.send().await;
             let done = match r {
                 Err(e) => return Err(TlsError::Tls(e)),
                 Ok(s) => s != Step::Blocked && !self.engine.borrow().conn.is_handshaking(),
@@ -179,7 +192,7 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         let big = self.want_big.get();
         let (buf, copied, generation) = self
             .engine
-            .borrow()
+            .borrow_mut()
             .read_buffer(big)
             .map_err(TlsError::Tls)?;
         let cap = buf.capacity();
@@ -215,11 +228,11 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
             if n > 0 {
                 return (Ok(n), buf);
             }
-            let mut out = Out::default();
             let sink = (buf.capacity() > buf.len()).then_some(&mut buf);
-            let r = self.step(&mut out, sink, Act::Nothing);
-            // A KeyUpdate answer or an alert goes out before we wait again.
-            let sent = self.send(out).await;
+            let r = self.step(sink, Act::Nothing);
+            // What the step queued (an alert; rustls keeps a KeyUpdate answer
+            // for our next write) goes out before we wait again.
+            let sent = self.send().await;
             match r {
                 Err(e) => return (Err(invalid(e)), buf),
                 Ok(_) if buf.len() > start => return (Ok(buf.len() - start), buf),
@@ -246,41 +259,41 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         let _guard = self.write_lock.lock().await;
         let mut off = 0;
         while off < buf.len() {
-            let mut out = Out::default();
-            let taken = match self.step(&mut out, None, Act::Encrypt(&buf[off..])) {
+            if self.write_closed.get() {
+                return (Err(io::ErrorKind::BrokenPipe.into()), buf);
+            }
+            let taken = match self.step(None, Act::Encrypt(&buf[off..])) {
                 Ok(Step::Open { taken }) => taken,
                 Ok(Step::Blocked) => return (Err(io::ErrorKind::NotConnected.into()), buf),
                 Ok(Step::Closed) => return (Err(io::ErrorKind::BrokenPipe.into()), buf),
                 Err(e) => {
-                    let _ = self.write_out(out).await; // the alert, if any
+                    let _ = self.write_queued().await; // the alert, if any
                     return (Err(invalid(e)), buf);
                 }
             };
-            if taken == 0 && out.is_empty() {
+            if taken == 0 && self.queued.borrow().is_empty() {
                 return (Err(io::ErrorKind::WriteZero.into()), buf);
             }
             off += taken;
-            if let Err(e) = self.write_out(out).await {
+            if let Err(e) = self.write_queued().await {
                 return (Err(e), buf);
             }
         }
         (Ok(()), buf)
     }
 
-    /// `send` for a caller that holds the write lock already.
-    async fn write_out(&self, mut out: Out) -> io::Result<()> {
-        match out.take() {
-            Some((b, len)) => self.tcp.write_all(b, len).await.0,
-            None => Ok(()),
-        }
-    }
-
     /// Sends close_notify and half-closes the socket.
     pub async fn shutdown_write(&self) -> io::Result<()> {
-        let mut out = Out::default();
-        // A failed or never-finished connection has no close_notify to send.
-        let _ = self.step(&mut out, None, Act::CloseNotify);
-        self.send(out).await?;
+        {
+            // Under the lock: close_notify comes after every record of a
+            // write in progress, and nothing is encrypted after it.
+            let _guard = self.write_lock.lock().await;
+            if !self.write_closed.replace(true) {
+                // A failed or never-finished connection has no close_notify to send.
+                let _ = self.step(None, Act::CloseNotify);
+            }
+            self.write_queued().await?;
+        }
         self.tcp.shutdown(Shutdown::Write)
     }
 
@@ -293,10 +306,8 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
     /// Asks rustls to update our keys and the peer's (tests of the KeyUpdate path).
     #[cfg(test)]
     async fn request_key_update(&self) -> Result<(), TlsError> {
-        let mut out = Out::default();
-        self.step(&mut out, None, Act::KeyUpdate)
-            .map_err(TlsError::Tls)?;
-        Ok(self.send(out).await?)
+        self.step(None, Act::KeyUpdate).map_err(TlsError::Tls)?;
+        Ok(self.send().await?)
     }
 }
 

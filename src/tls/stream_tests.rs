@@ -392,3 +392,18 @@ fn a_byte_corrupted_anywhere_in_the_clients_stream_yields_an_error_or_the_exact_
         });
     }
 }
+
+#[test]
+fn nothing_is_sent_after_our_close_notify() {
+    let (client, server) = pair(19, 2000);
+    block_on(async {
+        let (c, s) = tokio::join!(client.handshake(), server.handshake());
+        assert!(c.is_ok() && s.is_ok());
+        assert!(server.shutdown_write().await.is_ok());
+        let (w, _) = server.write_all(b"late".to_vec()).await;
+        assert!(w.is_err(), "a write after close_notify must fail");
+        let (r, _) = client.read(Vec::new()).await;
+        assert_eq!(r.ok(), Some(0));
+        assert!(client.closed_cleanly());
+    });
+}
