@@ -407,3 +407,59 @@ fn nothing_is_sent_after_our_close_notify() {
         assert!(client.closed_cleanly());
     });
 }
+
+#[test]
+fn any_bytes_a_client_sends_before_the_handshake_end_it_with_an_error_not_a_panic() {
+    // A real ClientHello to start from.
+    let hello: Vec<u8> = {
+        let (client, server) = pair(300, 16 * 1024);
+        block_on(async {
+            let wait = std::time::Duration::from_millis(50);
+            let _ = tokio::time::timeout(wait, client.handshake()).await;
+        });
+        let d = server.tcp().rx.data.borrow();
+        d.iter().copied().collect()
+    };
+    assert!(hello.len() > 100 && hello[0] == 0x16, "{} bytes", hello.len());
+    for round in 0..300u64 {
+        let (_client, server) = pair(round + 400, 1 + (round as usize * 53) % 700);
+        let mut rng = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |m: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng as usize) % m.max(1)
+        };
+        // The handshake bytes re-framed into records of random sizes (rustls
+        // joins them), a few bits flipped, maybe cut short, maybe junk after.
+        let mut msg = hello[5..].to_vec();
+        for _ in 0..next(4) {
+            let i = next(msg.len());
+            msg[i] ^= 1 << next(8);
+        }
+        if next(4) == 0 {
+            let n = next(msg.len());
+            msg.truncate(n);
+        }
+        let mut wire = Vec::new();
+        let mut rest = &msg[..];
+        while !rest.is_empty() {
+            let n = (1 + next(300)).min(rest.len());
+            wire.extend_from_slice(&[0x16, 0x03, 0x01, (n >> 8) as u8, n as u8]);
+            wire.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        if next(3) == 0 {
+            for _ in 0..next(200) {
+                wire.push(next(256) as u8);
+            }
+        }
+        server.tcp().rx.data.borrow_mut().extend(wire);
+        End::close(&server.tcp().rx);
+        let r = block_on(server.handshake());
+        assert!(r.is_err(), "round {round}: no client answered, yet {r:?}");
+        if matches!(r, Err(TlsError::Tls(_))) {
+            assert!(!server.has_buffered_plaintext(), "round {round}: a failed connection holds bytes");
+        }
+    }
+}
