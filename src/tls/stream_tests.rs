@@ -420,7 +420,11 @@ fn any_bytes_a_client_sends_before_the_handshake_end_it_with_an_error_not_a_pani
         let d = server.tcp().rx.data.borrow();
         d.iter().copied().collect()
     };
-    assert!(hello.len() > 100 && hello[0] == 0x16, "{} bytes", hello.len());
+    assert!(
+        hello.len() > 100 && hello[0] == 0x16,
+        "{} bytes",
+        hello.len()
+    );
     for round in 0..300u64 {
         let (_client, server) = pair(round + 400, 1 + (round as usize * 53) % 700);
         let mut rng = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -459,7 +463,10 @@ fn any_bytes_a_client_sends_before_the_handshake_end_it_with_an_error_not_a_pani
         let r = block_on(server.handshake());
         assert!(r.is_err(), "round {round}: no client answered, yet {r:?}");
         if matches!(r, Err(TlsError::Tls(_))) {
-            assert!(!server.has_buffered_plaintext(), "round {round}: a failed connection holds bytes");
+            assert!(
+                !server.has_buffered_plaintext(),
+                "round {round}: a failed connection holds bytes"
+            );
         }
     }
 }
