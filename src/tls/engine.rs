@@ -321,22 +321,37 @@ impl<C: Side> Engine<C> {
     }
 }
 
-fn encode<D>(e: &mut EncodeTlsData<'_, D>, out: &mut Out) -> Result<(), Error> {
+/// Runs `write` on `out`'s free room, growing it once to the size rustls
+/// says it needs (`needs` reads that from the error).
+fn grow_to_fit<E>(
+    out: &mut Out,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     let mut need = 0;
     loop {
-        match e.encode(out.room(need)) {
+        match write(out.room(need)) {
             Ok(n) => {
                 out.len += n;
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
-                if need < required_size =>
-            {
-                need = required_size;
-            }
-            Err(e) => return Err(Error::General(format!("encoding a TLS record: {e}"))),
+            Err(e) => match needs(&e) {
+                Some(required) if need < required => need = required,
+                _ => return Err(e),
+            },
         }
     }
+}
+
+fn encode<D>(e: &mut EncodeTlsData<'_, D>, out: &mut Out) -> Result<(), Error> {
+    let needs = |e: &EncodeError| match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    };
+    grow_to_fit(out, |b| e.encode(b), needs)
+        .map_err(|e| Error::General(format!("encoding a TLS record: {e}")))
 }
 
 /// Encrypts as much of `data` as fits one out buffer; how much it took (0
@@ -365,19 +380,11 @@ fn encrypt<D>(w: &mut WriteTraffic<'_, D>, data: &[u8], out: &mut Out) -> Result
 }
 
 fn close_notify<D>(w: &mut WriteTraffic<'_, D>, out: &mut Out) -> Result<(), Error> {
-    let mut need = 0;
-    loop {
-        match w.queue_close_notify(out.room(need)) {
-            Ok(n) => {
-                out.len += n;
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                if need < required_size =>
-            {
-                need = required_size;
-            }
-            Err(_) => return Err(Error::EncryptError),
+    let needs = |e: &EncryptError| match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
         }
-    }
+        _ => None,
+    };
+    grow_to_fit(out, |b| w.queue_close_notify(b), needs).map_err(|_| Error::EncryptError)
 }

@@ -314,3 +314,7 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
 #[cfg(test)]
 #[path = "stream_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "stream_hostile_tests.rs"]
+mod hostile_tests;
