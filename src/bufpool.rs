@@ -56,10 +56,7 @@ pub fn out() -> Vec<u8> {
 /// odd sizes are dropped.
 pub fn give(mut v: Vec<u8>) {
     let cap = v.capacity();
-    if cap == OUT {
-        // Only a buffer someone shortened costs a fill here.
-        v.resize(OUT, 0);
-    } else {
+    if cap != OUT {
         v.clear();
     }
     // try_with: a buffer dropped while the thread exits is just freed.
@@ -69,6 +66,8 @@ pub fn give(mut v: Vec<u8>) {
             p.0.push(v);
         } else if cap == OUT {
             if p.2.len() < KEEP_OUT {
+                // Only a buffer someone shortened costs a fill here.
+                v.resize(OUT, 0);
                 p.2.push(v);
             }
         } else if (BIG..BIG * 2).contains(&cap) && p.1.len() < KEEP_BIG {
@@ -106,7 +105,7 @@ impl Pooled {
     }
 
     /// An empty buffer of at least `cap` bytes: a big one when that is enough,
-    /// else one of its own (freed, not pooled, when dropped).
+    /// else one of its own (pooled when dropped only if its size fits a class).
     pub fn at_least(cap: usize) -> Pooled {
         if cap <= BIG {
             Pooled(big())

@@ -103,6 +103,10 @@ pub struct Engine<C> {
     /// Received bytes rustls has not consumed yet (an incomplete record).
     incoming: Option<Pooled>,
     /// Bumped whenever `incoming` changes, so a read that copied it can tell.
+    /// A step that changes nothing leaves it: every step processes all
+    /// complete records before it returns, so one taken while a read is
+    /// pending (the other direction of a tcp pipe) finds only an incomplete
+    /// record and neither decrypts nor discards.
     generation: u64,
     /// Decrypted bytes that did not fit the reader's buffer, from `plain_at`.
     plain: Vec<u8>,
@@ -128,6 +132,10 @@ impl<C: Side> Engine<C> {
     /// Whether anything received waits here (decrypted, or an incomplete record).
     pub fn holds_data(&self) -> bool {
         self.has_plain() || self.incoming.is_some()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     pub fn has_plain(&self) -> bool {
@@ -262,6 +270,12 @@ impl<C: Side> Engine<C> {
                 Ok(_) => Err(Error::General("unexpected TLS state".into())),
             };
             self.discard(discard);
+            if self.peer_closed && self.incoming.is_some() {
+                // rustls reads nothing after close_notify: bytes behind it
+                // would be held for the connection's life.
+                self.generation += 1;
+                self.incoming = None;
+            }
             match next {
                 Ok(None) => continue,
                 Ok(Some(s)) => return Ok(s),
@@ -283,6 +297,12 @@ impl<C: Side> Engine<C> {
             b.drain(..n);
             if b.is_empty() {
                 self.incoming = None; // back to the pool: nothing pending
+            } else if b.len() <= bufpool::SMALL / 2 && b.capacity() > bufpool::SMALL {
+                // A partner stalling mid-record keeps a small buffer, not the
+                // big one its last read used (same bytes, same offsets).
+                let mut small = Pooled::small();
+                small.extend_from_slice(b);
+                *b = small;
             }
         }
     }

@@ -70,6 +70,9 @@ pub struct TlsStream<C, T = TcpStream> {
     write_lock: tokio::sync::Mutex<()>,
     /// We sent close_notify: nothing more may be encrypted.
     write_closed: Cell<bool>,
+    /// A write of records failed or was abandoned mid-way: what follows it
+    /// would not decrypt at the peer, so nothing more is written.
+    broken: Cell<bool>,
     /// The last read filled its buffer: the next one uses a big buffer.
     want_big: Cell<bool>,
     /// Time spent in rustls during the handshake (processing received
@@ -90,6 +93,7 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
             queued: RefCell::new(Out::default()),
             write_lock: tokio::sync::Mutex::new(()),
             write_closed: Cell::new(false),
+            broken: Cell::new(false),
             want_big: Cell::new(false),
             cpu: Cell::new(Duration::ZERO),
             refused: RefCell::new(None),
@@ -160,11 +164,20 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
 
     /// `send` for a caller that holds the write lock already.
     async fn write_queued(&self) -> io::Result<()> {
-        let taken = self.queued.borrow_mut().take();
-        match taken {
-            Some((b, len)) => self.tcp.write_all(b, len).await.0,
-            None => Ok(()),
+        if self.broken.get() {
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
+        let Some((b, len)) = self.queued.borrow_mut().take() else {
+            return Ok(());
+        };
+        // Marks the stream broken unless the write completes: a failed write,
+        // or this future dropped (a timeout) while the ring still writes.
+        let mut guard = Broken(Some(&self.broken));
+        let r = self.tcp.write_all(b, len).await.0;
+        if r.is_ok() {
+            guard.0 = None;
+        }
+        r
     }
 
     /// Drives the handshake to completion, flushing the server's last flight
@@ -206,7 +219,8 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
     /// Whether decrypted or received bytes wait here: a pooled connection
     /// with some is not idle (a peek at the socket can't see them).
     pub fn has_buffered_plaintext(&self) -> bool {
-        self.engine.borrow().holds_data()
+        let e = self.engine.borrow();
+        e.holds_data() || e.is_failed() || !self.queued.borrow().is_empty() || self.broken.get()
     }
 
     /// Appends decrypted bytes to `buf`'s spare capacity. `Ok(0)` is end of
@@ -259,7 +273,7 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         let _guard = self.write_lock.lock().await;
         let mut off = 0;
         while off < buf.len() {
-            if self.write_closed.get() {
+            if self.write_closed.get() || self.broken.get() {
                 return (Err(io::ErrorKind::BrokenPipe.into()), buf);
             }
             let taken = match self.step(None, Act::Encrypt(&buf[off..])) {
@@ -303,11 +317,29 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
+    /// Whether any received or queued bytes are held (tests of what a
+    /// failed or idle connection keeps).
+    #[cfg(test)]
+    fn holds_bytes(&self) -> bool {
+        self.engine.borrow().holds_data() || !self.queued.borrow().is_empty()
+    }
+
     /// Asks rustls to update our keys and the peer's (tests of the KeyUpdate path).
     #[cfg(test)]
     async fn request_key_update(&self) -> Result<(), TlsError> {
         self.step(None, Act::KeyUpdate).map_err(TlsError::Tls)?;
         Ok(self.send().await?)
+    }
+}
+
+/// Sets its flag when dropped still armed (see `write_queued`).
+struct Broken<'a>(Option<&'a Cell<bool>>);
+
+impl Drop for Broken<'_> {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0 {
+            flag.set(true);
+        }
     }
 }
 

@@ -51,10 +51,7 @@ fn a_handshake_message_too_large_for_rustls_is_refused_before_it_is_buffered() {
         };
         let (r, ()) = tokio::join!(server.handshake(), sender);
         assert!(matches!(r, Err(TlsError::Tls(_))), "{r:?}");
-        assert!(
-            !server.has_buffered_plaintext(),
-            "a failed connection holds nothing"
-        );
+        assert!(!server.holds_bytes(), "a failed connection holds nothing");
     });
 }
 
@@ -148,9 +145,26 @@ fn any_bytes_a_client_sends_before_the_handshake_end_it_with_an_error_not_a_pani
         assert!(r.is_err(), "round {round}: no client answered, yet {r:?}");
         if matches!(r, Err(TlsError::Tls(_))) {
             assert!(
-                !server.has_buffered_plaintext(),
+                !server.holds_bytes(),
                 "round {round}: a failed connection holds bytes"
             );
         }
     }
+}
+
+#[test]
+fn bytes_a_peer_sends_after_its_close_notify_are_not_kept() {
+    let (client, server) = pair(20, 4000);
+    block_on(async {
+        let (c, s) = tokio::join!(client.handshake(), server.handshake());
+        assert!(c.is_ok() && s.is_ok());
+        assert!(client.shutdown_write().await.is_ok());
+        // Straight onto the wire behind the close_notify (the pipe's write
+        // side is shut, as a real client's would not need to be).
+        client.tcp().tx.data.borrow_mut().extend([0x17; 20_000]);
+        let (r, _) = server.read(Vec::new()).await;
+        assert_eq!(r.ok(), Some(0));
+        assert!(server.closed_cleanly());
+        assert!(!server.holds_bytes(), "nothing after close_notify is held");
+    });
 }
