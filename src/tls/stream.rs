@@ -216,8 +216,9 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         Ok(n > 0)
     }
 
-    /// Whether decrypted or received bytes wait here: a pooled connection
-    /// with some is not idle (a peek at the socket can't see them).
+    /// Whether decrypted or received bytes wait here, or the stream failed:
+    /// a pooled connection either way is not idle (a peek at the socket
+    /// can't see any of it).
     pub fn has_buffered_plaintext(&self) -> bool {
         let e = self.engine.borrow();
         e.holds_data() || e.is_failed() || !self.queued.borrow().is_empty() || self.broken.get()
