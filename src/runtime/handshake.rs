@@ -209,7 +209,7 @@ pub async fn run(stream: TcpStream, a: &Accepted, w: &Rc<WorkerCtx>) -> Option<H
     }
     // The re-verification of a resumed chain is the gateway's own work too.
     let t = Instant::now();
-    let sni = tls.server_name();
+    let sni = tls.take_server_name();
     let checked = tls.with_conn(|c| {
         tls::session(
             c,

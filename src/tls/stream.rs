@@ -116,9 +116,10 @@ impl<C: Side, T: Transport> TlsStream<C, T> {
         self.refused.borrow_mut().take()
     }
 
-    /// The SNI of a server-side handshake.
-    pub fn server_name(&self) -> Option<String> {
-        self.sni.borrow().clone()
+    /// The SNI of a server-side handshake, handed over once (to its
+    /// `HandshakeInfo`).
+    pub fn take_server_name(&self) -> Option<String> {
+        self.sni.borrow_mut().take()
     }
 
     pub fn tcp(&self) -> &T {
