@@ -352,6 +352,18 @@ fn an_http_1_0_request_is_answered_and_the_connection_closed() {
 }
 
 #[test]
+fn an_http_1_0_request_without_host_is_forwarded_with_the_name_the_partner_asked_for() {
+    let pki = Pki::new();
+    let up = upstream::echo();
+    let gw = common::start_basic(&pki, up.addr);
+    let cfg = client::config(&pki, &Default::default());
+    let r = client::exchange(gw.addr(), &cfg, b"GET /old HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+    // The SNI ("localhost"), not the listener's address.
+    assert_eq!(up.requests()[0].header("host"), Some("localhost"));
+}
+
+#[test]
 fn an_upstream_answering_with_garbage_gives_502() {
     let pki = Pki::new();
     let up = upstream::spawn(|_| upstream::Reply {
